@@ -1,0 +1,84 @@
+//! CancelRequest routing.
+//!
+//! Each client gets a router-made (pid, secret) pair in its BackendKeyData. The session keeps
+//! a slot naming the backend currently running its work; a CancelRequest arriving on a new
+//! connection with the client's pair is relayed to that backend with the backend's own pair.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::BytesMut;
+use rand::Rng as _;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::pool::CancelTarget;
+
+pub type CancelSlot = Arc<Mutex<Option<CancelTarget>>>;
+
+#[derive(Default)]
+pub struct CancelRegistry {
+    sessions: Mutex<HashMap<(i32, i32), CancelSlot>>,
+}
+
+/// Removes the session's entry when dropped.
+pub struct CancelGuard<'a> {
+    registry: &'a CancelRegistry,
+    pub key: (i32, i32),
+    pub slot: CancelSlot,
+}
+
+impl Drop for CancelGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.registry.sessions.lock() {
+            m.remove(&self.key);
+        }
+    }
+}
+
+impl CancelRegistry {
+    /// Registers a new session under a fresh random key.
+    pub fn register(&self) -> CancelGuard<'_> {
+        let slot: CancelSlot = Arc::default();
+        let mut rng = rand::rng();
+        let mut sessions = match self.sessions.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        let key = loop {
+            let key = (rng.random_range(1..i32::MAX), rng.random::<i32>());
+            if !sessions.contains_key(&key) {
+                break key;
+            }
+        };
+        sessions.insert(key, slot.clone());
+        CancelGuard { registry: self, key, slot }
+    }
+
+    /// Relays a cancel for the session with this key, if it is running something.
+    pub async fn cancel(&self, pid: i32, secret: i32) -> bool {
+        let target = self
+            .sessions
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&(pid, secret)).cloned())
+            .and_then(|slot| slot.lock().ok().and_then(|t| *t));
+        let Some(t) = target else {
+            return false;
+        };
+        let mut buf = BytesMut::new();
+        postgres_protocol::message::frontend::cancel_request(t.pid, t.secret, &mut buf);
+        match TcpStream::connect(t.addr).await {
+            Ok(mut s) => {
+                let sent = s.write_all(&buf).await.is_ok();
+                // PostgreSQL closes the connection once it has handled the request.
+                let _ = s.shutdown().await;
+                sent
+            }
+            Err(e) => {
+                tracing::warn!(addr = %t.addr, error = %e, "cannot relay cancel request");
+                false
+            }
+        }
+    }
+}

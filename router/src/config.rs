@@ -1,0 +1,386 @@
+//! Configuration: the TOML file as written ([`RawConfig`]) and the checked form the router runs
+//! with ([`Config`]). Every field is documented in the README's configuration reference; unknown
+//! fields are refused, and `validate()` names the offending field.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::auth::UserAuth;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    #[error("invalid config: {field}: {reason}")]
+    Invalid { field: String, reason: String },
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { field: field.into(), reason: reason.into() }
+}
+
+/// The config file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    pub tls: Option<RawTls>,
+    pub metrics: Option<RawMetrics>,
+    #[serde(default)]
+    pub pool: RawPool,
+    /// Databases clients may connect to; each must exist on every shard.
+    pub databases: Vec<String>,
+    #[serde(default)]
+    pub users: Vec<RawUser>,
+    #[serde(default)]
+    pub shards: Vec<RawShard>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServer {
+    pub listen: String,
+    pub max_client_connections: usize,
+    pub pool_mode: PoolMode,
+    pub max_message_bytes: usize,
+    pub shutdown_timeout_ms: u64,
+    pub login_timeout_ms: u64,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:6432".into(),
+            max_client_connections: 1000,
+            pool_mode: PoolMode::Transaction,
+            max_message_bytes: 64 << 20,
+            shutdown_timeout_ms: 30_000,
+            login_timeout_ms: 15_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    /// A backend connection serves one transaction, then returns to the pool.
+    Transaction,
+    /// A backend connection stays with its client until the client disconnects.
+    Session,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    #[serde(default)]
+    pub require: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPool {
+    pub min_size: usize,
+    pub max_size: usize,
+    pub connect_timeout_ms: u64,
+    pub checkout_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
+    pub max_lifetime_ms: u64,
+    pub health_check_after_idle_ms: u64,
+}
+
+impl Default for RawPool {
+    fn default() -> Self {
+        Self {
+            min_size: 0,
+            max_size: 20,
+            connect_timeout_ms: 5_000,
+            checkout_timeout_ms: 5_000,
+            idle_timeout_ms: 600_000,
+            max_lifetime_ms: 3_600_000,
+            health_check_after_idle_ms: 30_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthMethod {
+    #[default]
+    ScramSha256,
+    Md5,
+    Trust,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUser {
+    pub name: String,
+    /// Cleartext, a `SCRAM-SHA-256$...` verifier or an `md5...` hash (as in `pg_authid`).
+    pub password: Option<String>,
+    #[serde(default)]
+    pub auth: AuthMethod,
+    /// Role used on the shards; defaults to `name`.
+    pub backend_user: Option<String>,
+    /// Password used on the shards; defaults to `password` when that is cleartext.
+    pub backend_password: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendTls {
+    #[default]
+    Disable,
+    Require,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShard {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    #[serde(default)]
+    pub tls: BackendTls,
+    /// PEM CA bundle used to verify the shard's certificate when `tls = "require"`.
+    pub tls_ca_file: Option<PathBuf>,
+}
+
+/// The validated configuration the router runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub max_client_connections: usize,
+    pub pool_mode: PoolMode,
+    pub max_message_bytes: usize,
+    pub shutdown_timeout: Duration,
+    pub login_timeout: Duration,
+    pub tls: Option<RawTls>,
+    pub metrics_listen: Option<SocketAddr>,
+    pub pool: PoolConfig,
+    pub databases: BTreeSet<String>,
+    pub users: HashMap<String, UserAuth>,
+    pub shards: Vec<ShardConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    pub min_size: usize,
+    pub max_size: usize,
+    pub connect_timeout: Duration,
+    pub checkout_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_lifetime: Duration,
+    pub health_check_after_idle: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ShardConfig {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub tls: BackendTls,
+    pub tls_ca_file: Option<PathBuf>,
+}
+
+impl RawConfig {
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::from_toml(&text).map_err(|e| match e {
+            ConfigError::Parse { source, .. } => ConfigError::Parse { path: path.to_owned(), source },
+            other => other,
+        })
+    }
+
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: PathBuf::from("<string>"), source: Box::new(e) })
+    }
+
+    /// Checks every field and builds the runtime configuration.
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let s = &self.server;
+        let listen = s
+            .listen
+            .parse()
+            .map_err(|_| invalid("server.listen", format!("{:?} is not an ip:port address", s.listen)))?;
+        if s.max_client_connections == 0 {
+            return Err(invalid("server.max_client_connections", "must be at least 1"));
+        }
+        if s.max_message_bytes < 1024 || s.max_message_bytes > crate::protocol::frame::PG_MAX_MESSAGE_LEN {
+            return Err(invalid("server.max_message_bytes", "must be between 1024 and 1073741823"));
+        }
+        let metrics_listen = match &self.metrics {
+            None => None,
+            Some(m) => Some(m.listen.parse().map_err(|_| {
+                invalid("metrics.listen", format!("{:?} is not an ip:port address", m.listen))
+            })?),
+        };
+        let p = &self.pool;
+        if p.max_size == 0 {
+            return Err(invalid("pool.max_size", "must be at least 1"));
+        }
+        if p.min_size > p.max_size {
+            return Err(invalid("pool.min_size", "must not exceed pool.max_size"));
+        }
+        for (field, v) in [
+            ("pool.connect_timeout_ms", p.connect_timeout_ms),
+            ("pool.checkout_timeout_ms", p.checkout_timeout_ms),
+            ("pool.idle_timeout_ms", p.idle_timeout_ms),
+            ("pool.max_lifetime_ms", p.max_lifetime_ms),
+            ("server.login_timeout_ms", s.login_timeout_ms),
+        ] {
+            if v == 0 {
+                return Err(invalid(field, "must be greater than 0"));
+            }
+        }
+        if self.databases.is_empty() {
+            return Err(invalid("databases", "list at least one database"));
+        }
+        if self.shards.is_empty() {
+            return Err(invalid("shards", "configure at least one shard"));
+        }
+        let mut names = BTreeSet::new();
+        for (i, sh) in self.shards.iter().enumerate() {
+            if sh.name.is_empty() || !names.insert(sh.name.clone()) {
+                return Err(invalid(format!("shards[{i}].name"), "must be non-empty and unique"));
+            }
+            if sh.port == 0 {
+                return Err(invalid(format!("shards[{i}].port"), "must not be 0"));
+            }
+            if sh.tls == BackendTls::Require && sh.tls_ca_file.is_none() {
+                return Err(invalid(
+                    format!("shards[{i}].tls_ca_file"),
+                    "required with tls = \"require\": the shard's certificate is always verified",
+                ));
+            }
+            if sh.tls == BackendTls::Disable && sh.tls_ca_file.is_some() {
+                return Err(invalid(format!("shards[{i}].tls_ca_file"), "only used with tls = \"require\""));
+            }
+        }
+        if self.users.is_empty() {
+            return Err(invalid("users", "configure at least one user"));
+        }
+        let mut users = HashMap::new();
+        for (i, u) in self.users.iter().enumerate() {
+            let auth = UserAuth::from_raw(u).map_err(|reason| invalid(format!("users[{i}]"), reason))?;
+            if users.insert(u.name.clone(), auth).is_some() {
+                return Err(invalid(format!("users[{i}].name"), format!("duplicate user {:?}", u.name)));
+            }
+        }
+        if let Some(tls) = &self.tls {
+            for (field, path) in [("tls.cert_file", &tls.cert_file), ("tls.key_file", &tls.key_file)] {
+                if !path.is_file() {
+                    return Err(invalid(field, format!("{} is not a readable file", path.display())));
+                }
+            }
+        }
+        Ok(Config {
+            listen,
+            max_client_connections: s.max_client_connections,
+            pool_mode: s.pool_mode,
+            max_message_bytes: s.max_message_bytes,
+            shutdown_timeout: Duration::from_millis(s.shutdown_timeout_ms),
+            login_timeout: Duration::from_millis(s.login_timeout_ms),
+            tls: self.tls.clone(),
+            metrics_listen,
+            pool: PoolConfig {
+                min_size: p.min_size,
+                max_size: p.max_size,
+                connect_timeout: Duration::from_millis(p.connect_timeout_ms),
+                checkout_timeout: Duration::from_millis(p.checkout_timeout_ms),
+                idle_timeout: Duration::from_millis(p.idle_timeout_ms),
+                max_lifetime: Duration::from_millis(p.max_lifetime_ms),
+                health_check_after_idle: Duration::from_millis(p.health_check_after_idle_ms),
+            },
+            databases: self.databases.iter().cloned().collect(),
+            users,
+            shards: self
+                .shards
+                .iter()
+                .map(|s| ShardConfig {
+                    name: s.name.clone(),
+                    host: s.host.clone(),
+                    port: s.port,
+                    tls: s.tls,
+                    tls_ca_file: s.tls_ca_file.clone(),
+                })
+                .collect(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const BASE: &str = r#"
+        databases = ["app"]
+        [[users]]
+        name = "app"
+        password = "secret"
+        [[shards]]
+        name = "s0"
+        host = "127.0.0.1"
+        port = 5432
+    "#;
+
+    #[test]
+    fn defaults() {
+        let c = RawConfig::from_toml(BASE).unwrap().validate().unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:6432");
+        assert_eq!(c.pool_mode, PoolMode::Transaction);
+        assert_eq!(c.pool.max_size, 20);
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let err = RawConfig::from_toml(&format!("{BASE}\nbogus = 1")).unwrap_err();
+        assert!(err.to_string().contains("bogus"), "{err}");
+        let err = RawConfig::from_toml(&BASE.replace("port = 5432", "port = 5432\nprot = 1")).unwrap_err();
+        assert!(err.to_string().contains("prot"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let cases = [
+            ("[server]\nlisten = \"nope\"", "server.listen"),
+            ("[pool]\nmax_size = 0", "pool.max_size"),
+            ("[pool]\nmin_size = 30", "pool.min_size"),
+            ("[server]\nmax_message_bytes = 10", "server.max_message_bytes"),
+        ];
+        for (extra, field) in cases {
+            let err = RawConfig::from_toml(&format!("{BASE}\n{extra}")).unwrap().validate().unwrap_err();
+            assert!(err.to_string().contains(field), "{extra}: {err}");
+        }
+        let dup = format!("{BASE}\n[[shards]]\nname = \"s0\"\nhost = \"h\"\nport = 1");
+        let err = RawConfig::from_toml(&dup).unwrap().validate().unwrap_err();
+        assert!(err.to_string().contains("shards[1].name"), "{err}");
+        let err = RawConfig::from_toml(&format!("{BASE}\n[server]\npool_mode = \"statement\"")).unwrap_err();
+        assert!(err.to_string().contains("pool_mode"), "{err}");
+    }
+}

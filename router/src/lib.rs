@@ -1,0 +1,25 @@
+//! pg-router: a proxy that speaks the PostgreSQL wire protocol and spreads tables over shards.
+//!
+//! Layout:
+//! - [`config`]: the TOML file and its validation.
+//! - [`server`]: accept loop, connection limit, graceful shutdown.
+//! - [`session`]: one task per client: login, frame forwarding, transaction pooling.
+//! - [`pool`]: backend connections and their pools.
+//! - [`protocol`]: framing and the few typed messages the router reads or writes.
+//! - [`auth`], [`tls`], [`stream`]: client authentication and encryption.
+//! - [`cancel`]: routing CancelRequests to the backend running the query.
+//! - [`metrics`], [`error`]: Prometheus metrics and client-facing errors.
+//!
+//! The data path forwards frames as bytes: rows are never decoded on the single-shard path.
+
+pub mod auth;
+pub mod cancel;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod pool;
+pub mod protocol;
+pub mod server;
+pub mod session;
+pub mod stream;
+pub mod tls;

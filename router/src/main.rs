@@ -1,0 +1,86 @@
+//! The `pg-router` binary.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "pg-router", version, about = "A sharding proxy that speaks the PostgreSQL wire protocol")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the router.
+    Serve {
+        /// Path to the TOML configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a configuration file and exit.
+    CheckConfig {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PG_ROUTER_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_target(false)
+        .init();
+    match Cli::parse().command {
+        Command::CheckConfig { config } => {
+            load(&config)?;
+            println!("{}: ok", config.display());
+            Ok(())
+        }
+        Command::Serve { config } => {
+            let config = load(&config)?;
+            tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve(config))
+        }
+    }
+}
+
+fn load(path: &std::path::Path) -> anyhow::Result<router::config::Config> {
+    let raw = router::config::RawConfig::from_file(path)?;
+    Ok(raw.validate()?)
+}
+
+async fn serve(config: router::config::Config) -> anyhow::Result<()> {
+    if let Some(addr) = config.metrics_listen {
+        router::metrics::install(addr).context("starting the metrics endpoint")?;
+        tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+    }
+    let listen = config.listen;
+    let shared = router::server::shared(config)?;
+    let listener =
+        tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    tracing::info!(%listen, "pg-router listening");
+    router::server::serve(listener, shared, shutdown_signal()).await;
+    tracing::info!("pg-router stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install SIGTERM handler");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutdown signal received");
+}

@@ -1,0 +1,204 @@
+//! Backend connection pools, one per (shard, database, user).
+//!
+//! deadpool's managed pool provides the bounded size, the checkout timeout (`wait`) and the
+//! recycle hook. The hook is where connections are checked before reuse: past their lifetime
+//! they are dropped, dirty ones (session state changed) are reset with `DISCARD ALL`, and ones
+//! idle for longer than `health_check_after_idle` are pinged. A reaper task closes idle
+//! connections and keeps `min_size` warm.
+
+pub mod conn;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use deadpool::managed::{self, Metrics, RecycleError, RecycleResult, Timeouts};
+
+pub use conn::{BackendConn, BackendError, CancelTarget, ConnectParams};
+
+use crate::config::{PoolConfig, ShardConfig};
+
+/// The key of one pool.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    pub shard: usize,
+    pub database: Arc<str>,
+    pub user: Arc<str>,
+}
+
+pub struct Manager {
+    params: ConnectParams,
+    config: PoolConfig,
+    /// The shard's startup ParameterStatus values, learned from the first connection.
+    server_params: Mutex<Option<Vec<(String, String)>>>,
+}
+
+impl managed::Manager for Manager {
+    type Type = BackendConn;
+    type Error = BackendError;
+
+    async fn create(&self) -> Result<BackendConn, BackendError> {
+        let started = Instant::now();
+        let conn = BackendConn::connect(&self.params).await;
+        metrics::histogram!("pg_router_backend_connect_seconds").record(started.elapsed().as_secs_f64());
+        let conn = conn?;
+        if let Ok(mut guard) = self.server_params.lock() {
+            guard.get_or_insert_with(|| conn.server_params.clone());
+        }
+        Ok(conn)
+    }
+
+    async fn recycle(&self, conn: &mut BackendConn, metrics: &Metrics) -> RecycleResult<BackendError> {
+        if conn.created.elapsed() > self.config.max_lifetime {
+            return Err(RecycleError::message("connection reached pool.max_lifetime_ms"));
+        }
+        if conn.needs_reset {
+            conn.run_internal("DISCARD ALL").await?;
+            conn.prepared.clear();
+            conn.settings.clear();
+            conn.needs_reset = false;
+        } else if metrics.last_used() > self.config.health_check_after_idle {
+            conn.run_internal(";").await?;
+        }
+        Ok(())
+    }
+}
+
+pub type Pool = managed::Pool<Manager>;
+pub type Pooled = managed::Object<Manager>;
+
+/// Why a checkout failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckoutError {
+    #[error("timed out after {waited_ms} ms waiting for a connection to shard {shard} (pool.max_size = {max_size})")]
+    Timeout { shard: String, waited_ms: u128, max_size: usize },
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error("the pool for shard {shard} is closed")]
+    Closed { shard: String },
+}
+
+/// All pools of the router, created on first use.
+pub struct Pools {
+    shards: Vec<ShardConfig>,
+    tls: Vec<Option<Arc<rustls::ClientConfig>>>,
+    config: PoolConfig,
+    pools: RwLock<HashMap<PoolKey, Pool>>,
+}
+
+impl Pools {
+    pub fn new(
+        shards: Vec<ShardConfig>,
+        tls: Vec<Option<Arc<rustls::ClientConfig>>>,
+        config: PoolConfig,
+    ) -> Self {
+        Self { shards, tls, config, pools: RwLock::new(HashMap::new()) }
+    }
+
+    pub fn shard_name(&self, shard: usize) -> &str {
+        &self.shards[shard].name
+    }
+
+    /// The pool for `key`, created on first use.
+    pub fn pool(&self, key: &PoolKey, password: Option<&str>) -> Pool {
+        if let Some(p) = self.pools.read().ok().and_then(|m| m.get(key).cloned()) {
+            return p;
+        }
+        let mut map = match self.pools.write() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        map.entry(key.clone())
+            .or_insert_with(|| {
+                let shard = &self.shards[key.shard];
+                let manager = Manager {
+                    params: ConnectParams {
+                        shard: shard.name.clone(),
+                        host: shard.host.clone(),
+                        port: shard.port,
+                        database: key.database.to_string(),
+                        user: key.user.to_string(),
+                        password: password.map(str::to_owned),
+                        tls: self.tls[key.shard].clone(),
+                        connect_timeout: self.config.connect_timeout,
+                    },
+                    config: self.config.clone(),
+                    server_params: Mutex::new(None),
+                };
+                let timeouts = Timeouts {
+                    wait: Some(self.config.checkout_timeout),
+                    create: Some(self.config.connect_timeout),
+                    recycle: Some(self.config.connect_timeout),
+                };
+                // Building only fails without a runtime for the timeouts; we always have one.
+                #[allow(clippy::expect_used)]
+                Pool::builder(manager)
+                    .max_size(self.config.max_size)
+                    .timeouts(timeouts)
+                    .runtime(deadpool::Runtime::Tokio1)
+                    .build()
+                    .expect("pool builder with tokio runtime")
+            })
+            .clone()
+    }
+
+    /// Checks out a connection, mapping deadpool's errors to ones a client can be shown.
+    pub async fn checkout(&self, pool: &Pool, key: &PoolKey) -> Result<Pooled, CheckoutError> {
+        let started = Instant::now();
+        let res = pool.get().await;
+        metrics::histogram!("pg_router_pool_checkout_seconds").record(started.elapsed().as_secs_f64());
+        res.map_err(|e| match e {
+            managed::PoolError::Timeout(_) => CheckoutError::Timeout {
+                shard: self.shard_name(key.shard).to_owned(),
+                waited_ms: started.elapsed().as_millis(),
+                max_size: self.config.max_size,
+            },
+            managed::PoolError::Backend(b) => CheckoutError::Backend(b),
+            _ => CheckoutError::Closed { shard: self.shard_name(key.shard).to_owned() },
+        })
+    }
+
+    /// The shard's startup parameters, once a connection has been made.
+    pub fn server_params(pool: &Pool) -> Option<Vec<(String, String)>> {
+        pool.manager().server_params.lock().ok().and_then(|g| g.clone())
+    }
+
+    /// Closes idle connections past `idle_timeout`, keeps `min_size` warm, and publishes pool
+    /// gauges. Runs until the process ends.
+    pub async fn maintain(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let pools: Vec<(PoolKey, Pool)> = match self.pools.read() {
+                Ok(m) => m.iter().map(|(k, p)| (k.clone(), p.clone())).collect(),
+                Err(_) => continue,
+            };
+            for (key, pool) in pools {
+                let idle_timeout = self.config.idle_timeout;
+                let min = self.config.min_size;
+                let mut kept = 0usize;
+                pool.retain(|_, m| {
+                    let keep = m.last_used() < idle_timeout || kept < min;
+                    kept += usize::from(keep);
+                    keep
+                });
+                let status = pool.status();
+                for _ in status.size..min {
+                    let pool = pool.clone();
+                    tokio::spawn(async move {
+                        let _ = pool.get().await;
+                    });
+                }
+                let labels = [
+                    ("shard", self.shard_name(key.shard).to_owned()),
+                    ("database", key.database.to_string()),
+                    ("user", key.user.to_string()),
+                ];
+                metrics::gauge!("pg_router_pool_size", &labels).set(status.size as f64);
+                metrics::gauge!("pg_router_pool_in_use", &labels)
+                    .set((status.size - status.available) as f64);
+                metrics::gauge!("pg_router_pool_waiting", &labels).set(status.waiting as f64);
+            }
+        }
+    }
+}

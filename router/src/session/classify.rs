@@ -1,0 +1,391 @@
+//! A token-level look at statement text: just enough to know what transaction pooling must do
+//! with it. This is deliberately not a parser (the planner owns parsing); it reads the leading
+//! keywords of each `;`-separated statement, skipping comments and quoted text.
+
+/// What a statement means for transaction pooling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEffect {
+    /// No session state involved.
+    None,
+    /// `SET [SESSION] name = value`: replayed on whichever connection serves the client.
+    Set { name: String, value: String },
+    /// `RESET name`.
+    Reset { name: String },
+    /// `RESET ALL`.
+    ResetAll,
+    /// `DISCARD ALL` or `DEALLOCATE ALL`: forget the client's prepared statements (and, for
+    /// DISCARD, its settings); the connection is reset before reuse.
+    Discard { settings: bool },
+    /// Session state that cannot follow the client across connections but is harmless within
+    /// one transaction (a temporary table, `LOAD`): the connection is reset before reuse.
+    Dirty,
+    /// Cannot work in transaction pooling mode; the reason is shown to the client.
+    Unsupported(&'static str),
+}
+
+/// Statement kind, the `type` label of `pg_router_statements_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatementKind {
+    Select,
+    Insert,
+    Update,
+    Delete,
+    Transaction,
+    Ddl,
+    Other,
+}
+
+impl StatementKind {
+    pub const ALL: [StatementKind; 7] =
+        [Self::Select, Self::Insert, Self::Update, Self::Delete, Self::Transaction, Self::Ddl, Self::Other];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Select => "select",
+            Self::Insert => "insert",
+            Self::Update => "update",
+            Self::Delete => "delete",
+            Self::Transaction => "transaction",
+            Self::Ddl => "ddl",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// Splits SQL into words, skipping whitespace, comments, and the contents of quoted strings and
+/// identifiers; `;` is returned as its own token.
+struct Tokens<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Tokens<'a> {
+    fn new(sql: &'a str) -> Self {
+        Self { s: sql.as_bytes(), i: 0 }
+    }
+
+    fn skip_trivia(&mut self) {
+        let s = self.s;
+        while self.i < s.len() {
+            match s[self.i] {
+                b' ' | b'\t' | b'\n' | b'\r' | b'\x0c' => self.i += 1,
+                b'-' if s.get(self.i + 1) == Some(&b'-') => {
+                    while self.i < s.len() && s[self.i] != b'\n' {
+                        self.i += 1;
+                    }
+                }
+                b'/' if s.get(self.i + 1) == Some(&b'*') => {
+                    // PostgreSQL block comments nest.
+                    let mut depth = 0usize;
+                    while self.i < s.len() {
+                        if s[self.i] == b'/' && s.get(self.i + 1) == Some(&b'*') {
+                            depth += 1;
+                            self.i += 2;
+                        } else if s[self.i] == b'*' && s.get(self.i + 1) == Some(&b'/') {
+                            depth -= 1;
+                            self.i += 2;
+                            if depth == 0 {
+                                break;
+                            }
+                        } else {
+                            self.i += 1;
+                        }
+                    }
+                }
+                _ => return,
+            }
+        }
+    }
+}
+
+impl<'a> Iterator for Tokens<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        self.skip_trivia();
+        let s = self.s;
+        let start = self.i;
+        let c = *s.get(start)?;
+        match c {
+            b';' | b'=' | b',' | b'(' | b')' => self.i += 1,
+            b'\'' | b'"' => {
+                self.i += 1;
+                while self.i < s.len() {
+                    if s[self.i] == c {
+                        if s.get(self.i + 1) == Some(&c) {
+                            self.i += 2;
+                            continue;
+                        }
+                        self.i += 1;
+                        break;
+                    }
+                    self.i += 1;
+                }
+            }
+            b'$' => {
+                // Dollar quoting: $tag$ ... $tag$ (or a positional parameter $1).
+                let tag_end = s[start + 1..].iter().position(|&b| b == b'$').map(|p| start + 1 + p);
+                match tag_end {
+                    Some(end)
+                        if s[start + 1..end].iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_') =>
+                    {
+                        let tag = &s[start..=end];
+                        let body = end + 1;
+                        let close = s[body..].windows(tag.len()).position(|w| w == tag);
+                        self.i = close.map_or(s.len(), |p| body + p + tag.len());
+                    }
+                    _ => {
+                        self.i += 1;
+                        while self.i < s.len() && s[self.i].is_ascii_digit() {
+                            self.i += 1;
+                        }
+                    }
+                }
+            }
+            _ => {
+                while self.i < s.len()
+                    && !matches!(
+                        s[self.i],
+                        b' ' | b'\t' | b'\n' | b'\r' | b';' | b'=' | b',' | b'(' | b')' | b'\'' | b'"'
+                    )
+                {
+                    self.i += 1;
+                }
+            }
+        }
+        std::str::from_utf8(&s[start..self.i]).ok()
+    }
+}
+
+/// Classifies every statement in `sql`; returns the statement kind of the first statement and
+/// the session effects in order.
+pub fn classify(sql: &str) -> (StatementKind, Vec<SessionEffect>) {
+    let mut effects = Vec::new();
+    let mut kind = None;
+    let mut tokens = Tokens::new(sql).peekable();
+    while tokens.peek().is_some() {
+        let mut stmt: Vec<&str> = Vec::new();
+        for t in tokens.by_ref() {
+            if t == ";" {
+                break;
+            }
+            stmt.push(t);
+        }
+        if stmt.is_empty() {
+            continue;
+        }
+        kind.get_or_insert_with(|| statement_kind(&stmt));
+        let effect = session_effect(&stmt);
+        if effect != SessionEffect::None {
+            effects.push(effect);
+        }
+    }
+    (kind.unwrap_or(StatementKind::Other), effects)
+}
+
+fn kw(t: Option<&&str>, word: &str) -> bool {
+    t.is_some_and(|t| t.eq_ignore_ascii_case(word))
+}
+
+fn statement_kind(stmt: &[&str]) -> StatementKind {
+    let first = stmt[0];
+    let is = |w: &str| first.eq_ignore_ascii_case(w);
+    if is("select") || is("with") || is("values") || is("table") {
+        StatementKind::Select
+    } else if is("insert") || is("copy") {
+        StatementKind::Insert
+    } else if is("update") {
+        StatementKind::Update
+    } else if is("delete") || is("truncate") {
+        StatementKind::Delete
+    } else if ["begin", "start", "commit", "end", "rollback", "abort", "savepoint", "release"]
+        .iter()
+        .any(|w| is(w))
+    {
+        StatementKind::Transaction
+    } else if is("create") || is("alter") || is("drop") || is("comment") || is("grant") || is("revoke") {
+        StatementKind::Ddl
+    } else {
+        StatementKind::Other
+    }
+}
+
+fn unquote_ident(t: &str) -> String {
+    if t.len() >= 2 && t.starts_with('"') && t.ends_with('"') {
+        t[1..t.len() - 1].replace("\"\"", "\"")
+    } else {
+        t.to_ascii_lowercase()
+    }
+}
+
+fn session_effect(stmt: &[&str]) -> SessionEffect {
+    let t = |i: usize| stmt.get(i);
+    let first = stmt[0];
+    let is = |w: &str| first.eq_ignore_ascii_case(w);
+    if stmt.iter().any(|w| {
+        let w = w.to_ascii_lowercase();
+        w == "pg_advisory_lock"
+            || w == "pg_try_advisory_lock"
+            || w == "pg_advisory_lock_shared"
+            || w == "pg_try_advisory_lock_shared"
+    }) {
+        return SessionEffect::Unsupported(
+            "session-level advisory locks cannot be held across transactions in transaction pooling mode; use pg_advisory_xact_lock",
+        );
+    }
+    if is("set") {
+        let mut i = 1;
+        if kw(t(1), "local")
+            || kw(t(1), "transaction")
+            || (kw(t(1), "session") && kw(t(2), "characteristics"))
+        {
+            return SessionEffect::None;
+        }
+        if kw(t(1), "session") {
+            i = 2;
+        }
+        if kw(t(i), "role")
+            || kw(t(i), "session") && kw(t(i + 1), "authorization")
+            || kw(t(i), "authorization")
+        {
+            return SessionEffect::Unsupported(
+                "SET ROLE and SET SESSION AUTHORIZATION are not supported in transaction pooling mode",
+            );
+        }
+        let (name, value_at) = if kw(t(i), "time") && kw(t(i + 1), "zone") {
+            ("timezone".to_string(), i + 2)
+        } else if kw(t(i), "names") {
+            ("client_encoding".to_string(), i + 1)
+        } else if kw(t(i), "schema") {
+            ("search_path".to_string(), i + 1)
+        } else if let Some(n) = t(i) {
+            let at = if matches!(t(i + 1), Some(&"=")) || kw(t(i + 1), "to") { i + 2 } else { i + 1 };
+            (unquote_ident(n), at)
+        } else {
+            return SessionEffect::None;
+        };
+        let value = stmt[value_at.min(stmt.len())..].join(" ");
+        if value.is_empty() {
+            return SessionEffect::None;
+        }
+        if value.eq_ignore_ascii_case("default") {
+            return SessionEffect::Reset { name };
+        }
+        return SessionEffect::Set { name, value };
+    }
+    if is("reset") {
+        return match t(1) {
+            Some(n) if n.eq_ignore_ascii_case("all") => SessionEffect::ResetAll,
+            Some(n) if n.eq_ignore_ascii_case("role") || n.eq_ignore_ascii_case("session") => {
+                SessionEffect::Unsupported("RESET ROLE and RESET SESSION AUTHORIZATION are not supported in transaction pooling mode")
+            }
+            Some(n) if n.eq_ignore_ascii_case("time") => SessionEffect::Reset { name: "timezone".into() },
+            Some(n) => SessionEffect::Reset { name: unquote_ident(n) },
+            None => SessionEffect::None,
+        };
+    }
+    if is("listen") || is("unlisten") {
+        return SessionEffect::Unsupported(
+            "LISTEN/UNLISTEN need a dedicated connection: use session pooling mode",
+        );
+    }
+    if is("prepare") && !kw(t(1), "transaction") {
+        return SessionEffect::Unsupported(
+            "SQL PREPARE is not supported in transaction pooling mode; use protocol-level prepared statements (Parse/Bind)",
+        );
+    }
+    if is("deallocate") {
+        let all = kw(t(1), "all") || kw(t(1), "prepare") && kw(t(2), "all");
+        return if all {
+            SessionEffect::Discard { settings: false }
+        } else {
+            SessionEffect::Unsupported("DEALLOCATE of a single statement is not supported in transaction pooling mode; use the protocol-level Close message or DEALLOCATE ALL")
+        };
+    }
+    if is("discard") {
+        return if kw(t(1), "all") {
+            SessionEffect::Discard { settings: true }
+        } else {
+            SessionEffect::Dirty
+        };
+    }
+    if is("declare")
+        && stmt.windows(2).any(|w| w[0].eq_ignore_ascii_case("with") && w[1].eq_ignore_ascii_case("hold"))
+    {
+        return SessionEffect::Unsupported(
+            "cursors WITH HOLD outlive their transaction and are not supported in transaction pooling mode",
+        );
+    }
+    if is("create")
+        && (kw(t(1), "temp") || kw(t(1), "temporary") || kw(t(2), "temp") || kw(t(2), "temporary"))
+    {
+        return SessionEffect::Dirty;
+    }
+    if is("load") {
+        return SessionEffect::Dirty;
+    }
+    SessionEffect::None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn effects(sql: &str) -> Vec<SessionEffect> {
+        classify(sql).1
+    }
+
+    #[test]
+    fn kinds() {
+        assert_eq!(classify("  /* x */ SELECT 1").0, StatementKind::Select);
+        assert_eq!(classify("-- c\nupdate t set a=1").0, StatementKind::Update);
+        assert_eq!(classify("BEGIN; select 1").0, StatementKind::Transaction);
+        assert_eq!(classify("").0, StatementKind::Other);
+    }
+
+    #[test]
+    fn set_forms() {
+        let set = |n: &str, v: &str| SessionEffect::Set { name: n.into(), value: v.into() };
+        assert_eq!(effects("SET search_path TO a, b"), vec![set("search_path", "a , b")]);
+        assert_eq!(effects("set SESSION statement_timeout = '5s'"), vec![set("statement_timeout", "'5s'")]);
+        assert_eq!(effects("SET TIME ZONE 'UTC'"), vec![set("timezone", "'UTC'")]);
+        assert_eq!(effects("SET \"DateStyle\" = ISO"), vec![set("DateStyle", "ISO")]);
+        assert_eq!(
+            effects("set work_mem to default"),
+            vec![SessionEffect::Reset { name: "work_mem".into() }]
+        );
+        assert_eq!(effects("SET LOCAL work_mem = '1MB'"), vec![]);
+        assert_eq!(effects("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"), vec![]);
+        assert!(matches!(effects("SET ROLE admin")[0], SessionEffect::Unsupported(_)));
+        assert_eq!(effects("RESET ALL"), vec![SessionEffect::ResetAll]);
+    }
+
+    #[test]
+    fn unsupported_and_dirty() {
+        assert!(matches!(effects("LISTEN ch")[0], SessionEffect::Unsupported(_)));
+        assert!(matches!(effects("select pg_advisory_lock(1)")[0], SessionEffect::Unsupported(_)));
+        assert_eq!(effects("select pg_advisory_xact_lock(1)"), vec![]);
+        assert!(matches!(effects("PREPARE p AS select 1")[0], SessionEffect::Unsupported(_)));
+        assert_eq!(effects("PREPARE TRANSACTION 'x'"), vec![]);
+        assert_eq!(effects("DEALLOCATE ALL"), vec![SessionEffect::Discard { settings: false }]);
+        assert_eq!(effects("CREATE TEMP TABLE t (a int)"), vec![SessionEffect::Dirty]);
+        assert_eq!(effects("create global temporary table t (a int)"), vec![SessionEffect::Dirty]);
+        assert!(matches!(
+            effects("declare c cursor with hold for select 1")[0],
+            SessionEffect::Unsupported(_)
+        ));
+    }
+
+    #[test]
+    fn quoted_text_and_comments_are_not_statements() {
+        assert_eq!(effects("select 'a; LISTEN x'"), vec![]);
+        assert_eq!(effects("select $$ ; set x = 1 $$"), vec![]);
+        assert_eq!(effects("select 1 /* ; listen /* nested */ x */"), vec![]);
+        assert_eq!(effects("select 1; -- ; listen x\n select 2"), vec![]);
+        assert_eq!(effects("select 1; set a = 1").len(), 1);
+        // Unterminated quotes and comments must not panic.
+        for s in ["'abc", "\"x", "$a$ b", "/* x", "$1", "--"] {
+            let _ = classify(s);
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! What the router expects back from the backend, in order.
+//!
+//! Every forwarded or injected message that produces a response gets an entry; the backend's
+//! output is matched against the front entry. This is how the router knows when a transaction's
+//! last response has arrived (the backend can be released), which responses to its own injected
+//! messages to hide from the client, and where to slot responses it makes up itself (a
+//! CloseComplete for a statement it never closed on the backend).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::statements::StatementDef;
+use crate::protocol::backend::tag;
+
+#[derive(Debug)]
+pub enum Expect {
+    /// A client Parse of a named statement (forwarded under its global name) or a Parse the
+    /// router injected (`hide` = true) so that a Bind/Describe finds its statement.
+    Parse {
+        def: Option<Arc<StatementDef>>,
+        client_name: Option<String>,
+        hide: bool,
+    },
+    Bind,
+    Describe,
+    Execute,
+    Close,
+    Sync,
+    /// A simple Query or a FunctionCall: ends at ReadyForQuery.
+    Query,
+    /// Bytes made up by the router, emitted when they reach the front.
+    Synthetic(Bytes),
+    /// The client ended a COPY FROM STDIN (CopyDone/CopyFail). Not answered by itself; it
+    /// marks which Syncs the backend ignored because they arrived in copy-in mode.
+    CopyEnd,
+}
+
+impl Expect {
+    /// Whether `tag` is the last backend message answering this entry.
+    fn ends_with(&self, t: u8) -> bool {
+        match self {
+            Expect::Parse { .. } => t == tag::PARSE_COMPLETE,
+            Expect::Bind => t == tag::BIND_COMPLETE,
+            Expect::Describe => t == tag::ROW_DESCRIPTION || t == tag::NO_DATA,
+            Expect::Execute => {
+                t == tag::COMMAND_COMPLETE || t == tag::EMPTY_QUERY || t == tag::PORTAL_SUSPENDED
+            }
+            Expect::Close => t == tag::CLOSE_COMPLETE,
+            Expect::Sync | Expect::Query => t == tag::READY_FOR_QUERY,
+            Expect::Synthetic(_) | Expect::CopyEnd => false,
+        }
+    }
+
+    fn is_extended(&self) -> bool {
+        !matches!(self, Expect::Query | Expect::Synthetic(_) | Expect::CopyEnd)
+    }
+}
+
+/// What to do with one backend message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Disposition {
+    Forward,
+    Hide,
+}
+
+/// A Parse that did not take effect (it failed or was skipped after an error): the caller must
+/// forget the statement on the backend (and the client's name for it).
+#[derive(Debug)]
+pub struct UndoneParse {
+    pub def: Arc<StatementDef>,
+    pub client_name: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct Pending {
+    queue: VecDeque<Expect>,
+    /// After an error in the extended protocol the backend ignores everything up to Sync; set
+    /// when the error came before the Sync was sent.
+    skipping: bool,
+    /// The backend is in copy-in mode and the client has not ended the COPY yet: PostgreSQL
+    /// ignores Sync in copy-in mode, so Syncs sent now get no ReadyForQuery.
+    copy_in: bool,
+}
+
+impl Pending {
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Records a forwarded message. Extended-protocol messages sent while the backend is
+    /// skipping to Sync produce nothing and are not recorded.
+    pub fn push(&mut self, e: Expect) -> Option<UndoneParse> {
+        match e {
+            Expect::CopyEnd if self.copy_in => {
+                self.copy_in = false;
+                return None;
+            }
+            Expect::Sync if self.copy_in => return None,
+            _ => {}
+        }
+        if self.skipping {
+            match e {
+                Expect::Sync => self.skipping = false,
+                Expect::Synthetic(_) => return None,
+                Expect::Parse { def: Some(def), client_name, .. } => {
+                    return Some(UndoneParse { def, client_name })
+                }
+                ref other if other.is_extended() => return None,
+                _ => {}
+            }
+        }
+        self.queue.push_back(e);
+        None
+    }
+
+    /// Whether something made up by the router is ready to go out now; returns its bytes.
+    pub fn pop_synthetic(&mut self) -> Option<Bytes> {
+        match self.queue.front() {
+            Some(Expect::Synthetic(_)) => match self.queue.pop_front() {
+                Some(Expect::Synthetic(b)) => Some(b),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// Matches one backend message against the queue.
+    pub fn on_backend(&mut self, t: u8, undone: &mut Vec<UndoneParse>) -> Disposition {
+        if t == tag::ERROR_RESPONSE {
+            self.copy_in = false;
+            let d = self.on_error(undone);
+            self.drop_markers();
+            return d;
+        }
+        if t == tag::COPY_IN_RESPONSE {
+            self.on_copy_in();
+            return Disposition::Forward;
+        }
+        let Some(front) = self.queue.front() else {
+            return Disposition::Forward;
+        };
+        if !front.ends_with(t) {
+            return Disposition::Forward;
+        }
+        let hide = matches!(front, Expect::Parse { hide: true, .. });
+        self.queue.pop_front();
+        self.drop_markers();
+        if hide {
+            Disposition::Hide
+        } else {
+            Disposition::Forward
+        }
+    }
+
+    /// COPY FROM STDIN started: Syncs the client sent before ending the COPY are ignored by
+    /// the backend, so stop expecting replies to them.
+    fn on_copy_in(&mut self) {
+        let end = self.queue.iter().position(|e| matches!(e, Expect::CopyEnd));
+        let mut i = 0;
+        let limit = end.unwrap_or(self.queue.len());
+        let mut removed = 0;
+        self.queue.retain(|e| {
+            let keep = i >= limit || !matches!(e, Expect::Sync);
+            i += 1;
+            removed += usize::from(!keep);
+            keep
+        });
+        match end {
+            Some(at) => {
+                self.queue.remove(at - removed);
+            }
+            None => self.copy_in = true,
+        }
+    }
+
+    /// CopyEnd markers that reach the front have nothing left to mark.
+    fn drop_markers(&mut self) {
+        while matches!(self.queue.front(), Some(Expect::CopyEnd)) {
+            self.queue.pop_front();
+        }
+    }
+
+    fn on_error(&mut self, undone: &mut Vec<UndoneParse>) -> Disposition {
+        match self.queue.front() {
+            None | Some(Expect::Query) => return Disposition::Forward,
+            _ => {}
+        }
+        // The backend skips every extended message up to the next Sync: drop their entries,
+        // including made-up replies PostgreSQL itself would not have sent.
+        while let Some(front) = self.queue.front() {
+            if matches!(front, Expect::Sync | Expect::Query) {
+                return Disposition::Forward;
+            }
+            if let Some(Expect::Parse { def: Some(def), client_name, .. }) = self.queue.pop_front() {
+                undone.push(UndoneParse { def, client_name });
+            }
+        }
+        self.skipping = true;
+        Disposition::Forward
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::session::statements::StatementRegistry;
+
+    #[test]
+    fn hides_injected_parse_and_releases_at_ready() {
+        let reg = StatementRegistry::default();
+        let def = reg.intern("select 1", &[0, 0]);
+        let mut p = Pending::default();
+        let mut undone = vec![];
+        p.push(Expect::Parse { def: Some(def), client_name: None, hide: true });
+        p.push(Expect::Bind);
+        p.push(Expect::Execute);
+        p.push(Expect::Sync);
+        assert_eq!(p.on_backend(b'1', &mut undone), Disposition::Hide);
+        assert_eq!(p.on_backend(b'2', &mut undone), Disposition::Forward);
+        assert_eq!(p.on_backend(b'D', &mut undone), Disposition::Forward);
+        assert_eq!(p.on_backend(b'C', &mut undone), Disposition::Forward);
+        assert!(!p.is_empty());
+        assert_eq!(p.on_backend(b'Z', &mut undone), Disposition::Forward);
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn error_skips_to_sync_and_undoes_parses() {
+        let reg = StatementRegistry::default();
+        let a = reg.intern("select a", &[0, 0]);
+        let b = reg.intern("select b", &[0, 0]);
+        let mut p = Pending::default();
+        let mut undone = vec![];
+        p.push(Expect::Parse { def: Some(a), client_name: Some("s1".into()), hide: false });
+        p.push(Expect::Synthetic(Bytes::from_static(b"3\0\0\0\x04")));
+        p.push(Expect::Parse { def: Some(b), client_name: Some("s2".into()), hide: false });
+        assert_eq!(p.on_backend(b'E', &mut undone), Disposition::Forward);
+        assert_eq!(undone.len(), 2);
+        assert!(p.is_empty());
+        // Sent after the error but before Sync: skipped by the backend, so not expected.
+        assert!(p.push(Expect::Bind).is_none());
+        p.push(Expect::Sync);
+        assert_eq!(p.len(), 1);
+        p.on_backend(b'Z', &mut undone);
+        assert!(p.is_empty());
+        p.push(Expect::Bind);
+        assert_eq!(p.len(), 1);
+    }
+
+    #[test]
+    fn simple_query_errors_do_not_skip() {
+        let mut p = Pending::default();
+        let mut undone = vec![];
+        p.push(Expect::Query);
+        p.push(Expect::Query);
+        p.on_backend(b'E', &mut undone);
+        assert_eq!(p.len(), 2);
+        p.on_backend(b'Z', &mut undone);
+        assert_eq!(p.len(), 1);
+    }
+
+    #[test]
+    fn syncs_during_copy_in_get_no_reply() {
+        let mut undone = vec![];
+        // tokio-postgres: Bind, Execute, Sync, then data, CopyDone, Sync.
+        let mut p = Pending::default();
+        p.push(Expect::Bind);
+        p.push(Expect::Execute);
+        p.push(Expect::Sync);
+        p.on_backend(b'2', &mut undone);
+        p.on_backend(b'G', &mut undone);
+        p.push(Expect::CopyEnd);
+        p.push(Expect::Sync);
+        p.on_backend(b'C', &mut undone);
+        p.on_backend(b'Z', &mut undone);
+        assert!(p.is_empty());
+        // Pipelined: CopyDone already sent when CopyInResponse arrives.
+        let mut p = Pending::default();
+        for e in [Expect::Bind, Expect::Execute, Expect::Sync, Expect::CopyEnd, Expect::Sync] {
+            p.push(e);
+        }
+        for t in [b'2', b'G', b'C', b'Z'] {
+            p.on_backend(t, &mut undone);
+        }
+        assert!(p.is_empty());
+        // Simple-protocol COPY that fails before copy mode starts.
+        let mut p = Pending::default();
+        p.push(Expect::Query);
+        p.push(Expect::CopyEnd);
+        p.on_backend(b'E', &mut undone);
+        p.on_backend(b'Z', &mut undone);
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn synthetic_at_front_is_emitted() {
+        let mut p = Pending::default();
+        p.push(Expect::Synthetic(Bytes::from_static(b"x")));
+        assert_eq!(p.pop_synthetic().as_deref(), Some(&b"x"[..]));
+        assert!(p.is_empty());
+    }
+}
