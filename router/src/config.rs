@@ -60,6 +60,9 @@ pub struct RawServer {
     pub max_message_bytes: usize,
     pub shutdown_timeout_ms: u64,
     pub login_timeout_ms: u64,
+    /// Threads serving connections; 0 means one per CPU. 1 runs a single-threaded event loop,
+    /// which spends the least CPU per transaction.
+    pub worker_threads: usize,
 }
 
 impl Default for RawServer {
@@ -71,6 +74,7 @@ impl Default for RawServer {
             max_message_bytes: 64 << 20,
             shutdown_timeout_ms: 30_000,
             login_timeout_ms: 15_000,
+            worker_threads: 0,
         }
     }
 }
@@ -177,6 +181,7 @@ pub struct Config {
     pub max_message_bytes: usize,
     pub shutdown_timeout: Duration,
     pub login_timeout: Duration,
+    pub worker_threads: usize,
     pub tls: Option<RawTls>,
     pub metrics_listen: Option<SocketAddr>,
     pub pool: PoolConfig,
@@ -227,6 +232,9 @@ impl RawConfig {
             .listen
             .parse()
             .map_err(|_| invalid("server.listen", format!("{:?} is not an ip:port address", s.listen)))?;
+        if s.worker_threads > 1024 {
+            return Err(invalid("server.worker_threads", "must be at most 1024 (0 = one per CPU)"));
+        }
         if s.max_client_connections == 0 {
             return Err(invalid("server.max_client_connections", "must be at least 1"));
         }
@@ -305,6 +313,7 @@ impl RawConfig {
             max_message_bytes: s.max_message_bytes,
             shutdown_timeout: Duration::from_millis(s.shutdown_timeout_ms),
             login_timeout: Duration::from_millis(s.login_timeout_ms),
+            worker_threads: s.worker_threads,
             tls: self.tls.clone(),
             metrics_listen,
             pool: PoolConfig {

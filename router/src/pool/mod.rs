@@ -84,6 +84,7 @@ pub struct Pools {
     tls: Vec<Option<Arc<rustls::ClientConfig>>>,
     config: PoolConfig,
     pools: RwLock<HashMap<PoolKey, Pool>>,
+    checkout_seconds: metrics::Histogram,
 }
 
 impl Pools {
@@ -92,7 +93,13 @@ impl Pools {
         tls: Vec<Option<Arc<rustls::ClientConfig>>>,
         config: PoolConfig,
     ) -> Self {
-        Self { shards, tls, config, pools: RwLock::new(HashMap::new()) }
+        Self {
+            shards,
+            tls,
+            config,
+            pools: RwLock::new(HashMap::new()),
+            checkout_seconds: metrics::histogram!("pg_router_pool_checkout_seconds"),
+        }
     }
 
     pub fn shard_name(&self, shard: usize) -> &str {
@@ -132,8 +139,11 @@ impl Pools {
                 };
                 // Building only fails without a runtime for the timeouts; we always have one.
                 #[allow(clippy::expect_used)]
+                // LIFO, as PgBouncer: the most recently used connection is handed out first, so
+                // only as many backends stay hot as the load needs.
                 Pool::builder(manager)
                     .max_size(self.config.max_size)
+                    .queue_mode(deadpool::managed::QueueMode::Lifo)
                     .timeouts(timeouts)
                     .runtime(deadpool::Runtime::Tokio1)
                     .build()
@@ -146,7 +156,7 @@ impl Pools {
     pub async fn checkout(&self, pool: &Pool, key: &PoolKey) -> Result<Pooled, CheckoutError> {
         let started = Instant::now();
         let res = pool.get().await;
-        metrics::histogram!("pg_router_pool_checkout_seconds").record(started.elapsed().as_secs_f64());
+        self.checkout_seconds.record(started.elapsed().as_secs_f64());
         res.map_err(|e| match e {
             managed::PoolError::Timeout(_) => CheckoutError::Timeout {
                 shard: self.shard_name(key.shard).to_owned(),

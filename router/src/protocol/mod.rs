@@ -18,3 +18,6 @@ pub mod frame;
 pub mod frontend;
 
 pub use frame::{Frame, FrameError};
+
+#[cfg(test)]
+mod fuzz;

@@ -222,13 +222,13 @@ fn session_effect(stmt: &[&str]) -> SessionEffect {
     let t = |i: usize| stmt.get(i);
     let first = stmt[0];
     let is = |w: &str| first.eq_ignore_ascii_case(w);
-    if stmt.iter().any(|w| {
-        let w = w.to_ascii_lowercase();
-        w == "pg_advisory_lock"
-            || w == "pg_try_advisory_lock"
-            || w == "pg_advisory_lock_shared"
-            || w == "pg_try_advisory_lock_shared"
-    }) {
+    const SESSION_LOCKS: [&str; 4] = [
+        "pg_advisory_lock",
+        "pg_try_advisory_lock",
+        "pg_advisory_lock_shared",
+        "pg_try_advisory_lock_shared",
+    ];
+    if stmt.iter().any(|w| SESSION_LOCKS.iter().any(|l| w.eq_ignore_ascii_case(l))) {
         return SessionEffect::Unsupported(
             "session-level advisory locks cannot be held across transactions in transaction pooling mode; use pg_advisory_xact_lock",
         );

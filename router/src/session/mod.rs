@@ -286,6 +286,11 @@ impl Session {
         }
     }
 
+    /// No transaction open and no reply outstanding: the backend could be handed back now.
+    fn between_transactions(&self) -> bool {
+        self.pending.is_empty() && self.tx == TxStatus::Idle && !self.in_copy && !self.client_skip
+    }
+
     fn transaction_mode(&self) -> bool {
         self.mode == PoolMode::Transaction
     }
@@ -298,7 +303,7 @@ impl Session {
         }
         loop {
             self.flush().await?;
-            if self.draining && self.backend.is_none() {
+            if self.draining && (self.backend.is_none() || self.between_transactions()) {
                 return Err(End::Fatal(ClientError::fatal(
                     "shutdown",
                     sqlstate::ADMIN_SHUTDOWN,
@@ -795,7 +800,7 @@ impl Session {
             if let Some(start) = self.round_started.take() {
                 self.shared.metrics.query_seconds.record(start.elapsed().as_secs_f64());
             }
-            if self.transaction_mode() && self.tx == TxStatus::Idle && !self.in_copy && !self.client_skip {
+            if self.transaction_mode() && self.between_transactions() {
                 self.backend = None;
                 self.set_cancel_target();
             }
@@ -820,8 +825,7 @@ impl Session {
     fn close_backend(&mut self) {
         let Some(mut b) = self.backend.take() else { return };
         self.set_cancel_target();
-        let idle = self.pending.is_empty() && self.tx == TxStatus::Idle && !self.in_copy;
-        if !idle {
+        if !self.between_transactions() {
             drop(Pooled::take(b));
             return;
         }

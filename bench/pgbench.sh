@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# pgbench through three paths on this machine, in one run: direct PostgreSQL, PgBouncer
+# (transaction pooling) and pg-router (transaction pooling). Prints TPS, mean latency, the ratio
+# to direct, and the pooler's CPU time per transaction.
+#
+#   BENCH_SECONDS=20   duration of each row
+#   BENCH_CLIENTS=16   pgbench clients (-c); -j 2
+#   BENCH_SCALE=16     pgbench scale factor
+#   BENCH_WORKLOADS    default "select-only tpcb-like"
+#   BENCH_MODES        default "simple extended prepared"
+#   ROUTER_WORKERS     pg-router server.worker_threads (default 1)
+#   PG_ROUTER_BIN      pg-router binary (default: cargo build --release)
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=../deploy/local/common.sh
+. "$ROOT/deploy/local/common.sh"
+SECONDS_PER_ROW=${BENCH_SECONDS:-20}
+CLIENTS=${BENCH_CLIENTS:-16}
+SCALE=${BENCH_SCALE:-16}
+POOL=20
+WORKLOADS=${BENCH_WORKLOADS:-select-only tpcb-like}
+MODES=${BENCH_MODES:-simple extended prepared}
+ROUTER_WORKERS=${ROUTER_WORKERS:-1}
+
+ensure_postgres
+command -v pgbouncer >/dev/null || { echo "pgbouncer is missing (apt-get install pgbouncer)" >&2; exit 1; }
+if [ -z "${PG_ROUTER_BIN:-}" ]; then
+  (cd "$ROOT" && cargo build --release -q -p router --bin pg-router)
+  PG_ROUTER_BIN=$ROOT/target/release/pg-router
+fi
+
+WORK=$(mktemp -d /tmp/pg-router-bench.XXXXXX)
+make_dir "$WORK"
+PG_PORT=$(free_port); BOUNCER_PORT=$(free_port); ROUTER_PORT=$(free_port)
+cleanup() {
+  [ -n "${ROUTER_PID:-}" ] && kill "$ROUTER_PID" 2>/dev/null || true
+  [ -n "${BOUNCER_PID:-}" ] && kill "$BOUNCER_PID" 2>/dev/null || true
+  # runuser does not pass the signal on: stop pgbouncer itself.
+  pkill -f "pgbouncer $WORK/pgbouncer.ini" 2>/dev/null || true
+  stop_shard "$WORK/pg"
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+start_shard "$WORK/pg" "$PG_PORT" bench bench-pw
+as_pg psql -X -q -h "$WORK/pg" -p "$PG_PORT" -U bench -d postgres -c "CREATE DATABASE bench" >/dev/null
+PGPASSWORD=bench-pw pgbench -q -i -s "$SCALE" -h 127.0.0.1 -p "$PG_PORT" -U bench bench >/dev/null 2>&1
+
+as_pg sh -c "cat > '$WORK/pgbouncer.ini'" <<CONF
+[databases]
+bench = host=127.0.0.1 port=$PG_PORT dbname=bench
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $BOUNCER_PORT
+auth_type = scram-sha-256
+auth_file = $WORK/userlist.txt
+pool_mode = transaction
+default_pool_size = $POOL
+max_client_conn = 200
+unix_socket_dir =
+logfile = $WORK/pgbouncer.log
+CONF
+as_pg sh -c "echo '\"bench\" \"bench-pw\"' > '$WORK/userlist.txt'"
+as_pg pgbouncer "$WORK/pgbouncer.ini" >/dev/null 2>&1 &
+BOUNCER_PID=$!
+
+cat >"$WORK/router.toml" <<CONF
+databases = ["bench"]
+[server]
+listen = "127.0.0.1:$ROUTER_PORT"
+worker_threads = $ROUTER_WORKERS
+[pool]
+max_size = $POOL
+[[users]]
+name = "bench"
+password = "bench-pw"
+[[shards]]
+name = "s0"
+host = "127.0.0.1"
+port = $PG_PORT
+CONF
+PG_ROUTER_LOG=warn "$PG_ROUTER_BIN" serve --config "$WORK/router.toml" >"$WORK/router.log" 2>&1 &
+ROUTER_PID=$!
+wait_port "$BOUNCER_PORT"
+wait_port "$ROUTER_PORT"
+# pgbouncer runs under runuser: measure the pgbouncer process itself.
+BOUNCER_PROC=$(pgrep -f "pgbouncer $WORK/pgbouncer.ini" | tail -1 || true)
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+TICKS=$(getconf CLK_TCK)
+
+# run NAME PORT MODE SCRIPT_FLAG PROC -> "tps latency_ms cpu_us_per_tx"
+run() {
+  local port=$1 mode=$2 flag=$3 proc=$4 out before after tps lat txs cpu
+  before=$( [ -n "$proc" ] && cpu_ticks "$proc" || echo 0 )
+  out=$(PGPASSWORD=bench-pw pgbench -n -c "$CLIENTS" -j 2 -T "$SECONDS_PER_ROW" -M "$mode" $flag \
+        -h 127.0.0.1 -p "$port" -U bench bench 2>&1) || { echo "failed - -"; return; }
+  after=$( [ -n "$proc" ] && cpu_ticks "$proc" || echo 0 )
+  if ! grep -q "number of failed transactions: 0 " <<<"$out"; then echo "failed - -"; return; fi
+  tps=$(awk '/^tps = /{print $3}' <<<"$out")
+  lat=$(awk '/^latency average = /{print $4}' <<<"$out")
+  txs=$(awk '/^number of transactions actually processed:/{print $6}' <<<"$out")
+  if [ -n "$proc" ] && [ "${txs:-0}" -gt 0 ]; then
+    cpu=$(awk -v d=$((after - before)) -v t="$TICKS" -v n="$txs" 'BEGIN{printf "%.1f", d / t * 1e6 / n}')
+  else
+    cpu=-
+  fi
+  printf '%.0f %s %s\n' "$tps" "$lat" "$cpu"
+}
+
+echo "pgbench: $CLIENTS clients, -j 2, ${SECONDS_PER_ROW}s per row, scale $SCALE, pool size $POOL," \
+  "pg-router worker_threads = $ROUTER_WORKERS; $(nproc) cores"
+echo
+printf '| %-10s | %-8s | %9s | %22s | %22s | %13s | %13s |\n' workload mode "direct tps" "pgbouncer tps (ratio)" \
+  "pg-router tps (ratio)" "bouncer µs/tx" "router µs/tx"
+printf '|%s|\n' "------------|----------|-----------|------------------------|------------------------|---------------|---------------"
+for workload in $WORKLOADS; do
+  flag=""; [ "$workload" = select-only ] && flag="-S"
+  for mode in $MODES; do
+    read -r d_tps d_lat _ <<<"$(run "$PG_PORT" "$mode" "$flag" "")"
+    read -r b_tps b_lat b_cpu <<<"$(run "$BOUNCER_PORT" "$mode" "$flag" "$BOUNCER_PROC")"
+    read -r r_tps r_lat r_cpu <<<"$(run "$ROUTER_PORT" "$mode" "$flag" "$ROUTER_PID")"
+    ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a ~ /^[0-9.]+$/ && b > 0) printf "%.2f", a / b; else print "-" }'; }
+    printf '| %-10s | %-8s | %9s | %22s | %22s | %13s | %13s |\n' "$workload" "$mode" "$d_tps" \
+      "$b_tps ($(ratio "$b_tps" "$d_tps"))" "$r_tps ($(ratio "$r_tps" "$d_tps"))" "$b_cpu" "$r_cpu"
+  done
+done
+echo
+echo "latency: mean ms per transaction as reported by pgbench; 'failed' = pgbench reported errors"
+echo "(PgBouncer before 1.21 has no prepared statements in transaction mode, so its -M prepared rows fail)."
