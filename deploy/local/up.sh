@@ -49,10 +49,58 @@ for i in $(seq 0 $((SHARDS - 1))); do
   echo "shard s$i: PostgreSQL 15 on 127.0.0.1:$port (data $STATE/shard$i)"
 done
 
+# The demo VSchema: keyspace "main" (unsharded, on s0) holds every table the VSchema does not
+# list; keyspace "app" spreads users and orders (co-located by user id) over all shards by hash,
+# with countries copied to every shard.
+cat >>"$STATE/pg-router.toml" <<CONF
+
+[routing]
+default_keyspace = "main"
+
+[vschema.keyspaces.main]
+sharded = false
+
+[vschema.keyspaces.app]
+sharded = true
+
+[vschema.keyspaces.app.vindexes.hash_id]
+type = "hash"
+params = { column_type = "int" }
+
+[vschema.keyspaces.app.tables.users]
+column_vindexes = [{ column = "id", vindex = "hash_id" }]
+
+[vschema.keyspaces.app.tables.orders]
+column_vindexes = [{ column = "user_id", vindex = "hash_id" }]
+
+[vschema.keyspaces.app.tables.countries]
+type = "reference"
+
+[shard_map]
+version = 1
+
+[[shard_map.keyspaces.main.shards]]
+name = "s0"
+range = "-"
+CONF
+for i in $(seq 0 $((SHARDS - 1))); do
+  lo=""; hi=""
+  [ "$i" -gt 0 ] && lo=$(printf '%02x' $((i * 256 / SHARDS)))
+  [ "$i" -lt $((SHARDS - 1)) ] && hi=$(printf '%02x' $(((i + 1) * 256 / SHARDS)))
+  printf '\n[[shard_map.keyspaces.app.shards]]\nname = "s%s"\nrange = "%s-%s"\n' "$i" "$lo" "$hi" >>"$STATE/pg-router.toml"
+done
+
 nohup "$ROOT/target/release/pg-router" serve --config "$STATE/pg-router.toml" >"$STATE/router.log" 2>&1 &
 echo $! >"$STATE/router.pid"
 wait_port "$PORT" || { cat "$STATE/router.log" >&2; exit 1; }
 
+# Demo tables, created through the router: the DDL reaches every shard, the rows are split.
+PGPASSWORD=app psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PORT" -U app -d app -f "$ROOT/deploy/local/demo.sql" >/dev/null
+
 echo "pg-router on 127.0.0.1:$PORT (log $STATE/router.log, metrics http://127.0.0.1:$((PORT + 1))/metrics)"
 echo
 echo "  psql \"postgres://app:app@127.0.0.1:$PORT/app\""
+echo
+echo "Demo tables: users and orders (sharded by user id), countries (copied to every shard)."
+echo "Try: SELECT country, count(*) FROM users GROUP BY country ORDER BY 2 DESC;"
+echo "     SHOW ROUTE FOR SELECT * FROM orders WHERE user_id = 7;"

@@ -14,7 +14,8 @@ use tokio::net::TcpStream;
 
 use crate::pool::CancelTarget;
 
-pub type CancelSlot = Arc<Mutex<Option<CancelTarget>>>;
+/// The backends currently running the session's work (several during a cross-shard statement).
+pub type CancelSlot = Arc<Mutex<Vec<CancelTarget>>>;
 
 #[derive(Default)]
 pub struct CancelRegistry {
@@ -55,30 +56,36 @@ impl CancelRegistry {
         CancelGuard { registry: self, key, slot }
     }
 
-    /// Relays a cancel for the session with this key, if it is running something.
+    /// Relays a cancel for the session with this key to every backend running its work.
     pub async fn cancel(&self, pid: i32, secret: i32) -> bool {
-        let target = self
+        let targets: Vec<CancelTarget> = self
             .sessions
             .lock()
             .ok()
             .and_then(|m| m.get(&(pid, secret)).cloned())
-            .and_then(|slot| slot.lock().ok().and_then(|t| *t));
-        let Some(t) = target else {
-            return false;
-        };
-        let mut buf = BytesMut::new();
-        postgres_protocol::message::frontend::cancel_request(t.pid, t.secret, &mut buf);
-        match TcpStream::connect(t.addr).await {
-            Ok(mut s) => {
-                let sent = s.write_all(&buf).await.is_ok();
-                // PostgreSQL closes the connection once it has handled the request.
-                let _ = s.shutdown().await;
-                sent
-            }
-            Err(e) => {
-                tracing::warn!(addr = %t.addr, error = %e, "cannot relay cancel request");
-                false
-            }
+            .and_then(|slot| slot.lock().ok().map(|t| t.clone()))
+            .unwrap_or_default();
+        let mut sent = false;
+        for t in targets {
+            sent |= relay(t).await;
+        }
+        sent
+    }
+}
+
+async fn relay(t: CancelTarget) -> bool {
+    let mut buf = BytesMut::new();
+    postgres_protocol::message::frontend::cancel_request(t.pid, t.secret, &mut buf);
+    match TcpStream::connect(t.addr).await {
+        Ok(mut s) => {
+            let sent = s.write_all(&buf).await.is_ok();
+            // PostgreSQL closes the connection once it has handled the request.
+            let _ = s.shutdown().await;
+            sent
+        }
+        Err(e) => {
+            tracing::warn!(addr = %t.addr, error = %e, "cannot relay cancel request");
+            false
         }
     }
 }

@@ -5,6 +5,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -49,6 +50,31 @@ pub struct RawConfig {
     pub users: Vec<RawUser>,
     #[serde(default)]
     pub shards: Vec<RawShard>,
+    #[serde(default)]
+    pub routing: RawRouting,
+    /// Keyspaces, tables and vindexes (the vindex crate's VSchema document). Without it, every
+    /// table lives in one unsharded keyspace `default` on the first shard.
+    pub vschema: Option<vindex::VSchema>,
+    /// Which `[[shards]]` own which key ranges of each keyspace (the vindex crate's shard map
+    /// document; shard names are `[[shards]]` names). Required with `vschema`.
+    pub shard_map: Option<vindex::ShardMapDoc>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRouting {
+    /// Keyspace of tables the VSchema does not list; must be unsharded.
+    pub default_keyspace: Option<String>,
+    /// Rows a cross-shard statement may hold in memory when its shape needs buffering.
+    pub max_buffered_rows: usize,
+    /// Distinct statement texts whose plans are cached.
+    pub plan_cache_size: usize,
+}
+
+impl Default for RawRouting {
+    fn default() -> Self {
+        Self { default_keyspace: None, max_buffered_rows: 100_000, plan_cache_size: 4096 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -188,7 +214,21 @@ pub struct Config {
     pub databases: BTreeSet<String>,
     pub users: HashMap<String, UserAuth>,
     pub shards: Vec<ShardConfig>,
+    pub routing: RoutingConfig,
 }
+
+/// The sharding topology the router starts with.
+#[derive(Debug, Clone)]
+pub struct RoutingConfig {
+    pub vschema: Arc<vindex::ValidatedVSchema>,
+    pub shard_map: Arc<vindex::ShardMap>,
+    pub default_keyspace: Option<String>,
+    pub max_buffered_rows: usize,
+    pub plan_cache_size: usize,
+}
+
+/// The keyspace used when the config has no `vschema`.
+pub const DEFAULT_KEYSPACE: &str = "default";
 
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
@@ -306,7 +346,9 @@ impl RawConfig {
                 }
             }
         }
+        let routing = self.validate_routing()?;
         Ok(Config {
+            routing,
             listen,
             max_client_connections: s.max_client_connections,
             pool_mode: s.pool_mode,
@@ -338,6 +380,79 @@ impl RawConfig {
                     tls_ca_file: s.tls_ca_file.clone(),
                 })
                 .collect(),
+        })
+    }
+
+    fn validate_routing(&self) -> Result<RoutingConfig, ConfigError> {
+        let r = &self.routing;
+        if r.max_buffered_rows == 0 {
+            return Err(invalid("routing.max_buffered_rows", "must be at least 1"));
+        }
+        if r.plan_cache_size == 0 {
+            return Err(invalid("routing.plan_cache_size", "must be at least 1"));
+        }
+        let (vschema, shard_map, default_keyspace) = match (&self.vschema, &self.shard_map) {
+            (None, None) => {
+                let mut vschema = vindex::VSchema::default();
+                vschema.keyspaces.insert(DEFAULT_KEYSPACE.to_owned(), vindex::KeyspaceDef::default());
+                let doc = vindex::ShardMapDoc {
+                    version: 1,
+                    keyspaces: [(
+                        DEFAULT_KEYSPACE.to_owned(),
+                        vindex::KeyspaceDoc {
+                            shards: vec![vindex::Shard::new(
+                                vindex::ShardName::new(&self.shards[0].name)
+                                    .map_err(|e| invalid("shards[0].name", e.to_string()))?,
+                                vindex::KeyRange::FULL,
+                            )],
+                        },
+                    )]
+                    .into(),
+                };
+                let default = r.default_keyspace.clone().unwrap_or_else(|| DEFAULT_KEYSPACE.to_owned());
+                (vschema, doc, Some(default))
+            }
+            (Some(v), Some(m)) => (v.clone(), m.clone(), r.default_keyspace.clone()),
+            (Some(_), None) => return Err(invalid("shard_map", "required when vschema is set")),
+            (None, Some(_)) => return Err(invalid("vschema", "required when shard_map is set")),
+        };
+        let vschema = vschema.validate().map_err(|e| invalid("vschema", e.to_string()))?;
+        let shard_map =
+            vindex::ShardMap::try_from(shard_map).map_err(|e| invalid("shard_map", e.to_string()))?;
+        vschema.check_shard_map(&shard_map).map_err(|e| invalid("shard_map", e.to_string()))?;
+        for ks in shard_map.keyspaces() {
+            for sh in ks.shards() {
+                if !self.shards.iter().any(|s| s.name == sh.name.as_str()) {
+                    return Err(invalid(
+                        format!("shard_map.keyspaces.{}", ks.keyspace()),
+                        format!("shard {:?} is not one of the [[shards]] names", sh.name.as_str()),
+                    ));
+                }
+            }
+        }
+        if let Some(name) = &default_keyspace {
+            match vschema.keyspace(name) {
+                None => {
+                    return Err(invalid(
+                        "routing.default_keyspace",
+                        format!("no keyspace {name:?} in vschema"),
+                    ))
+                }
+                Some(k) if k.is_sharded() => {
+                    return Err(invalid(
+                        "routing.default_keyspace",
+                        format!("keyspace {name:?} is sharded; the default keyspace must be unsharded"),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(RoutingConfig {
+            vschema: Arc::new(vschema),
+            shard_map: Arc::new(shard_map),
+            default_keyspace,
+            max_buffered_rows: r.max_buffered_rows,
+            plan_cache_size: r.plan_cache_size,
         })
     }
 }

@@ -3,6 +3,8 @@
 //! Every error a client can see carries a SQLSTATE, a client-safe message and a `kind()` used as
 //! the `kind` label of the `pg_router_errors_total` metric.
 
+use std::borrow::Cow;
+
 use bytes::BytesMut;
 
 use crate::protocol::backend::{error_response, Severity};
@@ -20,6 +22,12 @@ pub mod sqlstate {
     pub const ADMIN_SHUTDOWN: &str = "57P01";
     pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
     pub const INTERNAL_ERROR: &str = "XX000";
+    pub const UNDEFINED_OBJECT: &str = "42704";
+    pub const INVALID_TEXT_REPRESENTATION: &str = "22P02";
+    pub const IN_FAILED_SQL_TRANSACTION: &str = "25P02";
+    pub const NUMERIC_VALUE_OUT_OF_RANGE: &str = "22003";
+    pub const INVALID_CURSOR_STATE: &str = "24000";
+    pub const NOT_NULL_VIOLATION: &str = "23502";
 }
 
 /// An error raised by the router (not by a backend), ready to be sent to the client.
@@ -27,7 +35,7 @@ pub mod sqlstate {
 #[error("{message}")]
 pub struct ClientError {
     pub severity: Severity,
-    pub code: &'static str,
+    pub code: Cow<'static, str>,
     pub message: String,
     pub detail: Option<String>,
     pub hint: Option<String>,
@@ -36,7 +44,14 @@ pub struct ClientError {
 
 impl ClientError {
     pub fn new(kind: &'static str, code: &'static str, message: impl Into<String>) -> Self {
-        Self { severity: Severity::Error, code, message: message.into(), detail: None, hint: None, kind }
+        Self {
+            severity: Severity::Error,
+            code: Cow::Borrowed(code),
+            message: message.into(),
+            detail: None,
+            hint: None,
+            kind,
+        }
     }
 
     /// A FATAL error: the router closes the client connection after sending it.
@@ -47,6 +62,16 @@ impl ClientError {
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
         self
+    }
+
+    /// A SQLSTATE known only at run time (a shard's own code).
+    pub fn with_code(mut self, code: impl Into<String>) -> Self {
+        self.code = Cow::Owned(code.into());
+        self
+    }
+
+    pub fn is_fatal(&self) -> bool {
+        self.severity == Severity::Fatal
     }
 
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
@@ -63,7 +88,7 @@ impl ClientError {
         error_response(
             out,
             self.severity,
-            self.code,
+            &self.code,
             &self.message,
             self.detail.as_deref(),
             self.hint.as_deref(),

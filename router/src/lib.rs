@@ -3,7 +3,9 @@
 //! Layout:
 //! - [`config`]: the TOML file and its validation.
 //! - [`server`]: accept loop, connection limit, graceful shutdown.
-//! - [`session`]: one task per client: login, frame forwarding, transaction pooling.
+//! - [`session`]: one task per client: login, routing, frame forwarding, transaction pooling.
+//! - [`topology`]: the VSchema, shard map and planner a statement runs against.
+//! - [`exec`]: statements that run on several shards (fan-out and merge).
 //! - [`pool`]: backend connections and their pools.
 //! - [`protocol`]: framing and the few typed messages the router reads or writes.
 //! - [`auth`], [`tls`], [`stream`]: client authentication and encryption.
@@ -16,6 +18,7 @@ pub mod auth;
 pub mod cancel;
 pub mod config;
 pub mod error;
+pub mod exec;
 pub mod metrics;
 pub mod pool;
 pub mod protocol;
@@ -23,3 +26,4 @@ pub mod server;
 pub mod session;
 pub mod stream;
 pub mod tls;
+pub mod topology;

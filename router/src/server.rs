@@ -19,6 +19,7 @@ use crate::error::{sqlstate, ClientError};
 use crate::metrics::Metrics;
 use crate::pool::Pools;
 use crate::session::{self, statements::StatementRegistry, Shared};
+use crate::topology::{Topology, TopologyHandle};
 
 /// Builds the shared state from a validated config. Metrics handles bind to the recorder
 /// installed at this point, so install the exporter first.
@@ -37,6 +38,8 @@ pub fn shared(config: Config) -> anyhow::Result<Arc<Shared>> {
         });
     }
     let pools = Arc::new(Pools::new(config.shards.clone(), backend_tls, config.pool.clone()));
+    let topology = Topology::new(&config.routing, &config.shards)
+        .map_err(|e| anyhow::anyhow!("invalid routing configuration: {e}"))?;
     Ok(Arc::new(Shared {
         config: Arc::new(config),
         pools,
@@ -44,6 +47,7 @@ pub fn shared(config: Config) -> anyhow::Result<Arc<Shared>> {
         statements: StatementRegistry::default(),
         tls,
         metrics: Metrics::new(),
+        topology: TopologyHandle::new(topology),
     }))
 }
 

@@ -200,6 +200,71 @@ pub fn cluster() -> &'static Cluster {
     })
 }
 
+/// Five servers: four shards for a sharded router and a fifth, plain PostgreSQL holding the
+/// same data unsharded (the reference for differential tests).
+pub fn sharded_cluster() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| match Cluster::start(5) {
+        Ok(c) => c,
+        Err(e) => panic!("cannot start PostgreSQL for the tests: {e:#}"),
+    })
+}
+
+/// The test VSchema over `shards` shards (2 or 4) of [`sharded_cluster`]: keyspace `main`
+/// (unsharded, the default, on s0) and keyspace `commerce` (hash-sharded `users` and `orders`,
+/// co-located on the user id; `products` sharded by sku; `countries` a reference table).
+pub fn commerce_routing(shards: usize) -> String {
+    let ranges: &[&str] = match shards {
+        2 => &["-80", "80-"],
+        _ => &["-40", "40-80", "80-c0", "c0-"],
+    };
+    let mut toml = String::from(
+        r#"
+[routing]
+default_keyspace = "main"
+
+[vschema.keyspaces.main]
+sharded = false
+
+[vschema.keyspaces.commerce]
+sharded = true
+
+[vschema.keyspaces.commerce.vindexes.hash_id]
+type = "hash"
+params = { column_type = "int" }
+
+[vschema.keyspaces.commerce.vindexes.hash_sku]
+type = "hash"
+params = { column_type = "text" }
+
+[vschema.keyspaces.commerce.tables.users]
+column_vindexes = [{ column = "id", vindex = "hash_id" }]
+
+[vschema.keyspaces.commerce.tables.orders]
+column_vindexes = [{ column = "user_id", vindex = "hash_id" }]
+
+[vschema.keyspaces.commerce.tables.products]
+column_vindexes = [{ column = "sku", vindex = "hash_sku" }]
+
+[vschema.keyspaces.commerce.tables.countries]
+type = "reference"
+
+[shard_map]
+version = 1
+
+[[shard_map.keyspaces.main.shards]]
+name = "s0"
+range = "-"
+"#,
+    );
+    for (i, r) in ranges.iter().enumerate() {
+        toml.push_str(&format!(
+            "\n[[shard_map.keyspaces.commerce.shards]]\nname = \"s{i}\"\nrange = \"{r}\"\n"
+        ));
+    }
+    toml
+}
+
 /// Knobs for a test router.
 #[derive(Clone)]
 pub struct RouterOptions {
@@ -212,6 +277,12 @@ pub struct RouterOptions {
     pub tls_required: bool,
     pub shutdown_timeout_ms: u64,
     pub metrics: bool,
+    /// Shard servers: the two-shard [`cluster`] (default) or another one.
+    pub cluster: Option<&'static Cluster>,
+    /// Use only the first `n` servers of the cluster as shards (0 = all).
+    pub shards: usize,
+    /// Appended to the config file (routing, vschema, shard map).
+    pub extra: String,
 }
 
 impl Default for RouterOptions {
@@ -226,6 +297,9 @@ impl Default for RouterOptions {
             tls_required: false,
             shutdown_timeout_ms: 5_000,
             metrics: false,
+            cluster: None,
+            shards: 0,
+            extra: String::new(),
         }
     }
 }
@@ -270,7 +344,7 @@ pub struct Router {
 
 impl Router {
     pub fn config_toml(opts: &RouterOptions, port: u16, metrics_port: Option<u16>) -> String {
-        let c = cluster();
+        let c = opts.cluster.unwrap_or_else(cluster);
         let mut toml = format!(
             "databases = [\"{DATABASE}\"]\n\n[server]\nlisten = \"127.0.0.1:{port}\"\npool_mode = \"{}\"\n\
              max_client_connections = {}\nmax_message_bytes = {}\nshutdown_timeout_ms = {}\n\n\
@@ -286,7 +360,8 @@ impl Router {
             opts.pool_max_size,
             opts.checkout_timeout_ms,
         );
-        for (i, p) in c.ports.iter().enumerate() {
+        let n = if opts.shards == 0 { c.ports.len() } else { opts.shards };
+        for (i, p) in c.ports.iter().take(n).enumerate() {
             toml.push_str(&format!("\n[[shards]]\nname = \"s{i}\"\nhost = \"127.0.0.1\"\nport = {p}\n"));
         }
         if opts.tls {
@@ -301,6 +376,7 @@ impl Router {
         if let Some(m) = metrics_port {
             toml.push_str(&format!("\n[metrics]\nlisten = \"127.0.0.1:{m}\"\n"));
         }
+        toml.push_str(&opts.extra);
         toml
     }
 

@@ -76,6 +76,49 @@ pub fn parse_complete(out: &mut BytesMut) {
     message(out, tag::PARSE_COMPLETE, |_| {});
 }
 
+pub fn bind_complete(out: &mut BytesMut) {
+    message(out, tag::BIND_COMPLETE, |_| {});
+}
+
+pub fn no_data(out: &mut BytesMut) {
+    message(out, tag::NO_DATA, |_| {});
+}
+
+pub fn empty_query(out: &mut BytesMut) {
+    message(out, tag::EMPTY_QUERY, |_| {});
+}
+
+pub fn command_complete(out: &mut BytesMut, command_tag: &str) {
+    message(out, tag::COMMAND_COMPLETE, |b| put_cstr(b, command_tag));
+}
+
+/// A RowDescription of text columns without a source table (what `SHOW` returns).
+pub fn text_row_description(out: &mut BytesMut, names: &[&str]) {
+    message(out, tag::ROW_DESCRIPTION, |b| {
+        b.put_i16(names.len() as i16);
+        for name in names {
+            put_cstr(b, name);
+            b.put_i32(0); // table oid
+            b.put_i16(0); // attribute number
+            b.put_i32(25); // type oid: text (pg_type.dat)
+            b.put_i16(-1); // typlen
+            b.put_i32(-1); // typmod
+            b.put_i16(0); // format: text
+        }
+    });
+}
+
+/// A DataRow of text values.
+pub fn text_data_row(out: &mut BytesMut, values: &[&str]) {
+    message(out, tag::DATA_ROW, |b| {
+        b.put_i16(values.len() as i16);
+        for v in values {
+            b.put_i32(v.len() as i32);
+            b.put_slice(v.as_bytes());
+        }
+    });
+}
+
 pub fn close_complete(out: &mut BytesMut) {
     message(out, tag::CLOSE_COMPLETE, |_| {});
 }

@@ -201,6 +201,111 @@ impl<'a> Bind<'a> {
     }
 }
 
+/// The parameter section of a Bind, decoded.
+#[derive(Debug, Default)]
+pub struct BindParams<'a> {
+    /// Format code per parameter, expanded (PostgreSQL: zero codes = all text, one = all alike).
+    pub formats: Vec<i16>,
+    pub values: Vec<Option<&'a [u8]>>,
+    /// Result-column format codes as sent (zero, one for all, or one per column).
+    pub result_formats: Vec<i16>,
+}
+
+impl<'a> Bind<'a> {
+    /// Decodes the parameter values and format codes.
+    pub fn params(&self) -> Result<BindParams<'a>, DecodeError> {
+        let mut r = Reader::new(self.rest);
+        let nf = r.i16("Bind")?;
+        let mut codes = Vec::with_capacity(nf.max(0) as usize);
+        for _ in 0..nf.max(0) {
+            codes.push(r.i16("Bind")?);
+        }
+        let np = r.i16("Bind")?;
+        if nf < 0 || np < 0 || (nf > 1 && nf != np) {
+            return Err(malformed("Bind"));
+        }
+        let mut values = Vec::with_capacity(np as usize);
+        for _ in 0..np {
+            let len = r.i32("Bind")?;
+            values.push(if len < 0 { None } else { Some(r.bytes(len as usize, "Bind")?) });
+        }
+        let formats = match codes.len() {
+            0 => vec![0; np as usize],
+            1 => vec![codes[0]; np as usize],
+            _ => codes,
+        };
+        let nr = r.i16("Bind")?;
+        let mut result_formats = Vec::with_capacity(nr.max(0) as usize);
+        for _ in 0..nr.max(0) {
+            result_formats.push(r.i16("Bind")?);
+        }
+        if nr < 0 || !r.remaining().is_empty() {
+            return Err(malformed("Bind"));
+        }
+        Ok(BindParams { formats, values, result_formats })
+    }
+}
+
+/// Encodes a Bind of `statement` into `portal`.
+pub fn encode_bind(
+    out: &mut BytesMut,
+    portal: &str,
+    statement: &str,
+    formats: &[i16],
+    values: &[Option<&[u8]>],
+    result_formats: &[i16],
+) {
+    let start = out.len();
+    out.put_u8(tag::BIND);
+    out.put_i32(0);
+    put_cstr(out, portal);
+    put_cstr(out, statement);
+    out.put_i16(formats.len() as i16);
+    for f in formats {
+        out.put_i16(*f);
+    }
+    out.put_i16(values.len() as i16);
+    for v in values {
+        match v {
+            None => out.put_i32(-1),
+            Some(b) => {
+                out.put_i32(b.len() as i32);
+                out.put_slice(b);
+            }
+        }
+    }
+    out.put_i16(result_formats.len() as i16);
+    for f in result_formats {
+        out.put_i16(*f);
+    }
+    let len = (out.len() - start - 1) as i32;
+    out[start + 1..start + 5].copy_from_slice(&len.to_be_bytes());
+}
+
+/// Encodes a Describe of a portal.
+pub fn encode_describe_portal(out: &mut BytesMut, portal: &str) {
+    out.put_u8(tag::DESCRIBE);
+    out.put_i32((4 + 1 + portal.len() + 1) as i32);
+    out.put_u8(b'P');
+    put_cstr(out, portal);
+}
+
+/// Encodes an Execute of a portal (`max_rows` 0 = all).
+pub fn encode_execute(out: &mut BytesMut, portal: &str, max_rows: i32) {
+    out.put_u8(tag::EXECUTE);
+    out.put_i32((4 + portal.len() + 1 + 4) as i32);
+    put_cstr(out, portal);
+    out.put_i32(max_rows);
+}
+
+/// The row limit of an Execute message.
+pub fn execute_max_rows(frame: &Frame) -> Result<(&str, i32), DecodeError> {
+    let mut r = Reader::new(frame.body());
+    let portal = r.cstr("Execute")?;
+    let max = r.i32("Execute")?;
+    Ok((portal, max))
+}
+
 /// What a Describe or Close names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {

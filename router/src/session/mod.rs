@@ -11,8 +11,11 @@
 //! due, which tells when a backend can go back to the pool.
 
 pub mod classify;
+mod extended;
 pub mod login;
 pub mod pending;
+mod shards;
+mod simple;
 pub mod statements;
 
 use std::collections::{BTreeMap, HashMap};
@@ -31,10 +34,11 @@ use crate::metrics::Metrics;
 use crate::pool::{BackendError, CheckoutError, Pool, PoolKey, Pooled, Pools};
 use crate::protocol::backend::{self, tag as btag, TxStatus};
 use crate::protocol::frame::{self, peek_header, PG_MAX_MESSAGE_LEN};
-use crate::protocol::frontend::{self, tag, Bind, DescribeOrClose, Parse, Target};
+use crate::protocol::frontend::tag;
 use crate::protocol::Frame;
 use crate::stream::Stream;
-use classify::{classify, SessionEffect, StatementKind};
+use crate::topology::{Endpoint, Topology, TopologyHandle};
+use classify::{SessionEffect, StatementKind};
 use login::{Login, Opening};
 use pending::{Disposition, Expect, Pending, UndoneParse};
 use statements::{StatementDef, StatementRegistry};
@@ -47,6 +51,7 @@ pub struct Shared {
     pub statements: StatementRegistry,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub metrics: Metrics,
+    pub topology: TopologyHandle,
 }
 
 /// Why a session ended abnormally.
@@ -100,10 +105,9 @@ pub async fn run(tcp: TcpStream, shared: Arc<Shared>, shutdown: broadcast::Recei
         }
         Ok(Ok(parts)) => parts,
     };
-    let (login, pool, key, backend) = session;
     let cancel = shared.cancels.register();
-    let mut s = Session::new(shared.clone(), stream, buf, login, pool, key, cancel.slot.clone());
-    s.backend = backend;
+    let mut s = Session::new(shared.clone(), stream, buf, session);
+    s.cancel = cancel.slot.clone();
     s.set_cancel_target();
     let mut out = BytesMut::new();
     backend::backend_key_data(&mut out, cancel.key.0, cancel.key.1);
@@ -116,18 +120,20 @@ pub async fn run(tcp: TcpStream, shared: Arc<Shared>, shutdown: broadcast::Recei
         s.to_client.clear();
         report_fatal(&shared, &mut s.client, &e).await;
     }
-    s.close_backend();
+    s.close_backends();
 }
 
 async fn report_fatal(shared: &Shared, stream: &mut Stream, e: &ClientError) {
     shared.metrics.error(e.kind());
-    tracing::info!(kind = e.kind(), code = e.code, "closing client: {}", e.message);
+    tracing::info!(kind = e.kind(), code = %e.code, "closing client: {}", e.message);
     let mut out = BytesMut::new();
     e.encode(&mut out);
     let _ = stream.write_all(&out).await;
     let _ = stream.shutdown().await;
 }
 
+/// What `greet` hands over: the login, the default endpoint's pool, and (session pooling) the
+/// backend held for the whole session.
 type Greeting = (Login, Pool, PoolKey, Option<Pooled>);
 
 /// Authenticates the client and sends the greeting up to (not including) BackendKeyData.
@@ -162,9 +168,10 @@ async fn greet(
             format!("database \"{}\" does not exist", login.database),
         ));
     }
-    // Until the planner routes statements, everything goes to the first shard.
+    // The greeting's ParameterStatus values come from the default shard (all shards run the
+    // same server version and settings).
     let key = PoolKey {
-        shard: 0,
+        shard: shared.topology.get().default_endpoint(),
         database: login.database.as_str().into(),
         user: user.backend_user.as_str().into(),
     };
@@ -203,19 +210,28 @@ fn backend_error(e: BackendError) -> ClientError {
         BackendError::Server { code, message, .. } => {
             // Keep the shard's own SQLSTATE (3D000, 28P01, 53300, ...) so clients react as they
             // would to PostgreSQL.
-            let code: &'static str = match code.as_str() {
-                "3D000" => sqlstate::INVALID_CATALOG_NAME,
-                "28P01" => sqlstate::INVALID_PASSWORD,
-                "28000" => sqlstate::INVALID_AUTHORIZATION,
-                "53300" => sqlstate::TOO_MANY_CONNECTIONS,
-                "57P03" | "57P01" => sqlstate::CANNOT_CONNECT,
-                _ => sqlstate::CANNOT_CONNECT,
-            };
-            ClientError::new("backend_login", code, format!("pg-router: {e}"))
+            ClientError::new("backend_login", sqlstate::CANNOT_CONNECT, format!("pg-router: {e}"))
+                .with_code(code.clone())
                 .with_detail(format!("The shard reported: {message}"))
         }
         _ => ClientError::new("backend_connect", sqlstate::CANNOT_CONNECT, format!("pg-router: {e}")),
     }
+}
+
+/// The unnamed prepared statement, kept so it can be parsed again on another shard.
+struct Unnamed {
+    query: String,
+    param_types: Bytes,
+    /// (endpoint, backend pid) it is currently parsed on.
+    parsed_on: Option<(Endpoint, i32)>,
+}
+
+/// A Parse whose shard is not known yet: it is sent with the batch's first routed message.
+enum Deferred {
+    /// A named statement in transaction pooling (sent under its global name).
+    Named { def: Arc<StatementDef>, client_name: String },
+    /// The unnamed statement, or any Parse in session pooling: the client's frame unchanged.
+    Raw(Frame),
 }
 
 struct Session {
@@ -224,20 +240,38 @@ struct Session {
     cbuf: BytesMut,
     to_client: BytesMut,
     to_backend: BytesMut,
+    /// The backend frames are forwarded to; its replies are tracked in `pending`.
     backend: Option<Pooled>,
-    pool: Pool,
-    key: PoolKey,
+    /// The endpoint of `backend`.
+    endpoint: Endpoint,
+    /// Other backends this transaction (in session pooling: this session) holds. Idle: nothing
+    /// is outstanding on them.
+    others: Vec<(Endpoint, Pooled)>,
+    /// Pools for this client's database and backend user, per endpoint, made on first use.
+    pools: Vec<Option<(Pool, PoolKey)>>,
+    backend_password: Option<String>,
+    /// The topology snapshot; refreshed only between transactions.
+    topology: Arc<Topology>,
     mode: PoolMode,
     max_message: usize,
     pending: Pending,
-    /// Transaction status from the backend's last ReadyForQuery.
+    /// Transaction status as the client sees it: the active backend's last ReadyForQuery, or
+    /// the router's own after a lazy BEGIN or a multi-shard statement.
     tx: TxStatus,
+    /// The open transaction block's BEGIN, replayed on every shard that joins it.
+    begin: Option<String>,
+    /// Extended-protocol messages went to `backend` since its last Sync.
+    unsynced: bool,
     in_copy: bool,
     /// A message was refused in the extended protocol: drop client messages up to Sync, as
     /// PostgreSQL does after an error.
     client_skip: bool,
     /// The client's named prepared statements.
     statements: HashMap<String, Arc<StatementDef>>,
+    unnamed: Option<Unnamed>,
+    deferred: Vec<Deferred>,
+    /// Portals the router runs itself (cross-shard statements), by portal name.
+    portals: HashMap<String, extended::RouterPortal>,
     /// Session settings to replay, as SQL text keyed by lower-case name.
     settings: BTreeMap<String, String>,
     unnamed_kind: StatementKind,
@@ -249,34 +283,65 @@ struct Session {
     backend_fatal: bool,
 }
 
+/// Why a routed step did not happen.
+enum Stop {
+    /// Report this error to the client; the session goes on.
+    Refuse(ClientError),
+    /// End the session.
+    End(End),
+}
+
+impl From<End> for Stop {
+    fn from(e: End) -> Self {
+        Stop::End(e)
+    }
+}
+
+impl From<ClientError> for Stop {
+    fn from(e: ClientError) -> Self {
+        if e.is_fatal() {
+            Stop::End(End::Fatal(e))
+        } else {
+            Stop::Refuse(e)
+        }
+    }
+}
+
 impl Session {
-    fn new(
-        shared: Arc<Shared>,
-        client: Stream,
-        cbuf: BytesMut,
-        login: Login,
-        pool: Pool,
-        key: PoolKey,
-        cancel: CancelSlot,
-    ) -> Self {
+    fn new(shared: Arc<Shared>, client: Stream, cbuf: BytesMut, greeting: Greeting) -> Self {
+        let (login, pool, key, held) = greeting;
         let mode = shared.config.pool_mode;
         let max_message = shared.config.max_message_bytes;
+        let topology = shared.topology.get();
+        let backend_password = shared.config.users.get(&login.user).and_then(|u| u.backend_password.clone());
+        let mut pools = vec![None; shared.config.shards.len()];
+        let endpoint = key.shard;
+        pools[endpoint] = Some((pool, key));
+        let cancel = CancelSlot::default();
         Self {
             shared,
             client,
             cbuf,
             to_client: BytesMut::with_capacity(16 * 1024),
             to_backend: BytesMut::with_capacity(4 * 1024),
-            backend: None,
-            pool,
-            key,
+            backend: held,
+            endpoint,
+            others: Vec::new(),
+            pools,
+            backend_password,
+            topology,
             mode,
             max_message,
             pending: Pending::default(),
             tx: TxStatus::Idle,
+            begin: None,
+            unsynced: false,
             in_copy: false,
             client_skip: false,
             statements: HashMap::new(),
+            unnamed: None,
+            deferred: Vec::new(),
+            portals: HashMap::new(),
             settings: login.settings,
             unnamed_kind: StatementKind::Other,
             cancel,
@@ -286,13 +351,28 @@ impl Session {
         }
     }
 
-    /// No transaction open and no reply outstanding: the backend could be handed back now.
+    /// No transaction open and no reply outstanding: the backends could be handed back now.
     fn between_transactions(&self) -> bool {
-        self.pending.is_empty() && self.tx == TxStatus::Idle && !self.in_copy && !self.client_skip
+        self.pending.is_empty()
+            && self.tx == TxStatus::Idle
+            && !self.in_copy
+            && !self.client_skip
+            && !self.unsynced
+            && self.deferred.is_empty()
     }
 
     fn transaction_mode(&self) -> bool {
         self.mode == PoolMode::Transaction
+    }
+
+    /// Takes the current topology when no transaction pins the old one.
+    fn refresh_topology(&mut self) {
+        if self.backend.is_none() && self.others.is_empty() && self.tx == TxStatus::Idle {
+            let current = self.shared.topology.get();
+            if !Arc::ptr_eq(&current, &self.topology) {
+                self.topology = current;
+            }
+        }
     }
 
     async fn serve(&mut self, mut shutdown: broadcast::Receiver<()>) -> Result<(), End> {
@@ -303,7 +383,8 @@ impl Session {
         }
         loop {
             self.flush().await?;
-            if self.draining && (self.backend.is_none() || self.between_transactions()) {
+            let idle = self.backend.is_none() && self.others.is_empty();
+            if self.draining && (idle || self.between_transactions()) {
                 return Err(End::Fatal(ClientError::fatal(
                     "shutdown",
                     sqlstate::ADMIN_SHUTDOWN,
@@ -341,38 +422,46 @@ impl Session {
                         return Ok(());
                     }
                 }
-                Event::Backend(Ok(0)) | Event::Backend(Err(_)) => {
-                    let shard = self.shared.pools.shard_name(self.key.shard).to_owned();
-                    return Err(End::Fatal(ClientError::fatal(
-                        "backend_lost",
-                        sqlstate::CONNECTION_FAILURE,
-                        format!("pg-router: lost connection to shard {shard}"),
-                    )));
-                }
-                Event::Backend(Ok(_)) => {
-                    self.on_backend_data()?;
+                Event::Backend(r) => {
+                    self.on_backend_read(r)?;
                     if self.backend_fatal {
-                        self.flush().await?;
-                        if let Some(b) = self.backend.take() {
-                            drop(Pooled::take(b));
-                        }
-                        return Ok(());
+                        return self.end_after_backend_fatal().await;
                     }
                 }
             }
         }
     }
 
+    /// The backend said FATAL (already forwarded): end the session as PostgreSQL would.
+    async fn end_after_backend_fatal(&mut self) -> Result<(), End> {
+        self.flush().await?;
+        if let Some(b) = self.backend.take() {
+            drop(Pooled::take(b));
+        }
+        Ok(())
+    }
+
+    fn on_backend_read(&mut self, r: std::io::Result<usize>) -> Result<(), End> {
+        match r {
+            Ok(0) | Err(_) => Err(self.backend_lost()),
+            Ok(_) => self.on_backend_data(),
+        }
+    }
+
+    fn backend_lost(&self) -> End {
+        let shard = self.shared.pools.shard_name(self.endpoint).to_owned();
+        End::Fatal(ClientError::fatal(
+            "backend_lost",
+            sqlstate::CONNECTION_FAILURE,
+            format!("pg-router: lost connection to shard {shard}"),
+        ))
+    }
+
     async fn flush(&mut self) -> Result<(), End> {
         if !self.to_backend.is_empty() {
             if let Some(b) = self.backend.as_mut() {
                 if b.stream.write_all(&self.to_backend).await.is_err() {
-                    let shard = self.shared.pools.shard_name(self.key.shard).to_owned();
-                    return Err(End::Fatal(ClientError::fatal(
-                        "backend_lost",
-                        sqlstate::CONNECTION_FAILURE,
-                        format!("pg-router: lost connection to shard {shard}"),
-                    )));
+                    return Err(self.backend_lost());
                 }
             }
             self.to_backend.clear();
@@ -405,6 +494,10 @@ impl Session {
                 continue;
             }
             self.on_client_frame(frame).await?;
+            if self.backend_fatal {
+                self.end_after_backend_fatal().await?;
+                return Ok(true);
+            }
         }
     }
 
@@ -415,24 +508,9 @@ impl Session {
             tag::BIND => self.on_bind(frame).await,
             tag::DESCRIBE => self.on_describe(frame).await,
             tag::CLOSE => self.on_close(frame).await,
-            tag::EXECUTE => self.forward(frame, Some(Expect::Execute)).await,
-            tag::SYNC => {
-                self.client_skip = false;
-                if self.backend.is_none() {
-                    let mut out = BytesMut::new();
-                    backend::ready_for_query(&mut out, TxStatus::Idle);
-                    self.synthetic(out.freeze());
-                    Ok(())
-                } else {
-                    self.forward(frame, Some(Expect::Sync)).await
-                }
-            }
-            tag::FLUSH => {
-                if self.backend.is_some() {
-                    self.to_backend.extend_from_slice(&frame.bytes);
-                }
-                Ok(())
-            }
+            tag::EXECUTE => self.on_execute(frame).await,
+            tag::SYNC => self.on_sync(frame).await,
+            tag::FLUSH => self.on_flush(frame).await,
             tag::COPY_DATA => {
                 // Outside COPY PostgreSQL ignores these; without a backend there is no COPY.
                 if self.backend.is_some() {
@@ -447,24 +525,33 @@ impl Session {
                 }
                 Ok(())
             }
-            tag::FUNCTION_CALL => self.forward(frame, Some(Expect::Query)).await,
+            tag::FUNCTION_CALL => self.forward_any(frame, Some(Expect::Query)).await,
             // Anything else goes through untouched; the backend answers or rejects it.
-            _ => self.forward(frame, None).await,
+            _ => self.forward_any(frame, None).await,
         }
     }
 
-    /// Forwards a frame to the backend (checking one out if needed) and records its reply.
-    async fn forward(&mut self, frame: Frame, expect: Option<Expect>) -> Result<(), End> {
+    /// Forwards a frame that carries no routing information to the backend the session holds,
+    /// or to the default shard.
+    async fn forward_any(&mut self, frame: Frame, expect: Option<Expect>) -> Result<(), End> {
         let extended = !matches!(expect, Some(Expect::Query));
-        if let Err(e) = self.ensure_backend().await {
-            self.refuse(e, extended);
+        let endpoint = self.preferred();
+        if !self.enter(endpoint, extended).await? {
             return Ok(());
         }
-        self.to_backend.extend_from_slice(&frame.bytes);
+        self.send(&frame.bytes, expect);
+        Ok(())
+    }
+
+    /// Queues bytes for the active backend and records the reply they expect.
+    fn send(&mut self, bytes: &[u8], expect: Option<Expect>) {
+        self.to_backend.extend_from_slice(bytes);
         if let Some(e) = expect {
+            if e.is_extended() {
+                self.unsynced = !matches!(e, Expect::Sync);
+            }
             self.expect(e);
         }
-        Ok(())
     }
 
     fn expect(&mut self, e: Expect) {
@@ -493,35 +580,44 @@ impl Session {
         if extended {
             self.client_skip = true;
         } else {
-            let status = if self.backend.is_some() { self.tx } else { TxStatus::Idle };
-            backend::ready_for_query(&mut out, status);
+            backend::ready_for_query(&mut out, self.tx);
         }
         self.synthetic(out.freeze());
     }
 
-    async fn on_query(&mut self, frame: Frame) -> Result<(), End> {
-        let text = match frontend::query_text(&frame) {
-            Ok(t) => t,
-            Err(e) => return Err(End::Fatal(ClientError::protocol(e.to_string()))),
-        };
-        let (kind, effects) = classify(text);
-        self.shared.metrics.statement(kind);
-        if let Some(reason) = self.unsupported(&effects) {
-            if self.backend.is_some() && self.tx != TxStatus::Idle {
-                // Inside a transaction the refusal must abort it, as any error would on
-                // PostgreSQL: have the backend raise it.
-                let sql = raise_sql(sqlstate::FEATURE_NOT_SUPPORTED, reason);
-                let mut out = BytesMut::new();
-                frontend::encode_query(&mut out, &sql);
-                let f = Frame { tag: tag::QUERY, bytes: out.freeze() };
-                return self.forward(f, Some(Expect::Query)).await;
-            }
-            self.refuse(unsupported_error(reason), false);
-            return Ok(());
+    /// Mirrors a statement's effect on session state into the router's tracking.
+    fn apply_effects(&mut self, effects: &[SessionEffect]) {
+        if effects.is_empty() || !self.transaction_mode() {
+            return;
         }
-        self.forward(frame, Some(Expect::Query)).await?;
-        self.apply_effects(effects);
-        Ok(())
+        let Some(b) = self.backend.as_mut() else { return };
+        for e in effects {
+            match e {
+                SessionEffect::Set { name, value } => {
+                    b.settings.insert(name.clone(), value.clone());
+                    self.settings.insert(name.clone(), value.clone());
+                }
+                SessionEffect::Reset { name } => {
+                    b.settings.remove(name);
+                    self.settings.remove(name);
+                }
+                SessionEffect::ResetAll => {
+                    b.settings.clear();
+                    self.settings.clear();
+                }
+                SessionEffect::Discard { settings } => {
+                    self.statements.clear();
+                    b.prepared.clear();
+                    if *settings {
+                        b.settings.clear();
+                        self.settings.clear();
+                    }
+                    b.needs_reset = true;
+                }
+                SessionEffect::Dirty => b.needs_reset = true,
+                SessionEffect::None | SessionEffect::Unsupported(_) => {}
+            }
+        }
     }
 
     fn unsupported(&self, effects: &[SessionEffect]) -> Option<&'static str> {
@@ -534,210 +630,10 @@ impl Session {
         })
     }
 
-    /// Mirrors a statement's effect on session state into the router's tracking.
-    fn apply_effects(&mut self, effects: Vec<SessionEffect>) {
-        if effects.is_empty() || !self.transaction_mode() {
-            return;
-        }
-        let Some(b) = self.backend.as_mut() else { return };
-        for e in effects {
-            match e {
-                SessionEffect::Set { name, value } => {
-                    b.settings.insert(name.clone(), value.clone());
-                    self.settings.insert(name, value);
-                }
-                SessionEffect::Reset { name } => {
-                    b.settings.remove(&name);
-                    self.settings.remove(&name);
-                }
-                SessionEffect::ResetAll => {
-                    b.settings.clear();
-                    self.settings.clear();
-                }
-                SessionEffect::Discard { settings } => {
-                    self.statements.clear();
-                    b.prepared.clear();
-                    if settings {
-                        b.settings.clear();
-                        self.settings.clear();
-                    }
-                    b.needs_reset = true;
-                }
-                SessionEffect::Dirty => b.needs_reset = true,
-                SessionEffect::None | SessionEffect::Unsupported(_) => {}
-            }
-        }
-    }
-
-    async fn on_parse(&mut self, frame: Frame) -> Result<(), End> {
-        let parse = Parse::decode(&frame).map_err(|e| ClientError::protocol(e.to_string()))?;
-        if parse.name.is_empty() || !self.transaction_mode() {
-            let (kind, effects) = classify(parse.query);
-            self.unnamed_kind = kind;
-            if let Some(reason) = self.unsupported(&effects) {
-                self.refuse(unsupported_error(reason), true);
-                return Ok(());
-            }
-            self.forward(frame.clone(), Some(Expect::Parse { def: None, client_name: None, hide: false }))
-                .await?;
-            self.apply_effects(effects);
-            return Ok(());
-        }
-        let def = self.shared.statements.intern(parse.query, parse.param_types);
-        if let Some(reason) = self.unsupported(&def.effects) {
-            self.refuse(unsupported_error(reason), true);
-            return Ok(());
-        }
-        if let Some(existing) = self.statements.get(parse.name).cloned() {
-            // PostgreSQL refuses to redefine a statement (42P05); let the backend say so by
-            // parsing again under the existing statement's global name.
-            if let Err(e) = self.ensure_prepared(&existing).await {
-                self.refuse(e, true);
-                return Ok(());
-            }
-            let mut out = BytesMut::new();
-            frontend::encode_parse(&mut out, &existing.name, &existing.query, &existing.param_types);
-            self.to_backend.extend_from_slice(&out);
-            self.expect(Expect::Parse { def: None, client_name: None, hide: false });
-            return Ok(());
-        }
-        if let Err(e) = self.ensure_backend().await {
-            self.refuse(e, true);
-            return Ok(());
-        }
-        let name = parse.name.to_owned();
-        self.statements.insert(name.clone(), def.clone());
-        let b = self.backend_mut();
-        if b.prepared.contains(&def.id) {
-            let mut out = BytesMut::new();
-            backend::parse_complete(&mut out);
-            self.synthetic(out.freeze());
-        } else {
-            b.prepared.insert(def.id);
-            let mut out = BytesMut::new();
-            frontend::encode_parse(&mut out, &def.name, &def.query, &def.param_types);
-            self.to_backend.extend_from_slice(&out);
-            self.expect(Expect::Parse { def: Some(def.clone()), client_name: Some(name), hide: false });
-        }
-        let effects = def.effects.clone();
-        self.apply_effects(effects);
-        Ok(())
-    }
-
-    /// Checks out a backend if needed and makes sure `def` is prepared on it, injecting a
-    /// hidden Parse if not.
-    async fn ensure_prepared(&mut self, def: &Arc<StatementDef>) -> Result<(), ClientError> {
-        self.ensure_backend().await?;
-        let b = self.backend_mut();
-        if !b.prepared.insert(def.id) {
-            return Ok(());
-        }
-        let mut out = BytesMut::new();
-        frontend::encode_parse(&mut out, &def.name, &def.query, &def.param_types);
-        self.to_backend.extend_from_slice(&out);
-        self.expect(Expect::Parse { def: Some(def.clone()), client_name: None, hide: true });
-        Ok(())
-    }
-
-    async fn on_bind(&mut self, frame: Frame) -> Result<(), End> {
-        let bind = Bind::decode(&frame).map_err(|e| ClientError::protocol(e.to_string()))?;
-        let def = if bind.statement.is_empty() || !self.transaction_mode() {
-            None
-        } else {
-            self.statements.get(bind.statement).cloned()
-        };
-        let Some(def) = def else {
-            // The unnamed statement, session mode, or an unknown name (the backend reports
-            // 26000 with the client's own name).
-            self.shared.metrics.statement(self.unnamed_kind);
-            return self.forward(frame, Some(Expect::Bind)).await;
-        };
-        self.shared.metrics.statement(def.kind);
-        if let Err(e) = self.ensure_prepared(&def).await {
-            self.refuse(e, true);
-            return Ok(());
-        }
-        let renamed = bind.with_statement(&def.name);
-        self.to_backend.extend_from_slice(&renamed);
-        self.expect(Expect::Bind);
-        Ok(())
-    }
-
-    async fn on_describe(&mut self, frame: Frame) -> Result<(), End> {
-        let d = DescribeOrClose::decode(&frame).map_err(|e| ClientError::protocol(e.to_string()))?;
-        let def = match d.target {
-            Target::Statement if !d.name.is_empty() && self.transaction_mode() => {
-                self.statements.get(d.name).cloned()
-            }
-            _ => None,
-        };
-        let Some(def) = def else {
-            return self.forward(frame, Some(Expect::Describe)).await;
-        };
-        if let Err(e) = self.ensure_prepared(&def).await {
-            self.refuse(e, true);
-            return Ok(());
-        }
-        let mut out = BytesMut::new();
-        frontend::encode_statement_target(&mut out, tag::DESCRIBE, &def.name);
-        self.to_backend.extend_from_slice(&out);
-        self.expect(Expect::Describe);
-        Ok(())
-    }
-
-    async fn on_close(&mut self, frame: Frame) -> Result<(), End> {
-        let c = DescribeOrClose::decode(&frame).map_err(|e| ClientError::protocol(e.to_string()))?;
-        let named_statement = c.target == Target::Statement && !c.name.is_empty() && self.transaction_mode();
-        if named_statement || self.backend.is_none() {
-            // Global statements stay prepared on backends for other clients; closing a portal
-            // or statement that no backend holds is a no-op in PostgreSQL too.
-            if named_statement {
-                self.statements.remove(c.name);
-            }
-            let mut out = BytesMut::new();
-            backend::close_complete(&mut out);
-            self.synthetic(out.freeze());
-            return Ok(());
-        }
-        self.forward(frame, Some(Expect::Close)).await
-    }
-
-    fn backend_mut(&mut self) -> &mut crate::pool::BackendConn {
-        match self.backend.as_mut() {
-            Some(b) => b,
-            None => unreachable!("ensure_backend succeeded before"),
-        }
-    }
-
-    /// Checks out a backend for this transaction and brings its session settings in line
-    /// with the client's.
-    async fn ensure_backend(&mut self) -> Result<(), ClientError> {
-        if self.backend.is_some() {
-            return Ok(());
-        }
-        let mut conn = self.shared.pools.checkout(&self.pool, &self.key).await.map_err(checkout_error)?;
-        self.shared.metrics.transactions.increment(1);
-        if conn.settings != self.settings {
-            let sql = settings_sql(&conn.settings, &self.settings);
-            if let Err(e) = conn.run_internal(&sql).await {
-                // The client's setting is invalid on the shard (or the shard failed): drop the
-                // connection and forget the settings so the next statement can run.
-                let _ = Pooled::take(conn);
-                self.settings.clear();
-                return Err(
-                    backend_error(e).with_hint("The session settings were reset to the server defaults.")
-                );
-            }
-            conn.settings = self.settings.clone();
-        }
-        self.backend = Some(conn);
-        self.set_cancel_target();
-        Ok(())
-    }
-
     fn set_cancel_target(&self) {
         if let Ok(mut slot) = self.cancel.lock() {
-            *slot = self.backend.as_ref().map(|b| b.cancel);
+            slot.clear();
+            slot.extend(self.backend.iter().map(|b| b.cancel));
         }
     }
 
@@ -768,6 +664,11 @@ impl Session {
                 btag::READY_FOR_QUERY => {
                     self.tx = msg.get(5).and_then(|&s| TxStatus::from_byte(s)).unwrap_or(TxStatus::Failed);
                     self.in_copy = false;
+                    match self.tx {
+                        TxStatus::Idle => self.begin = None,
+                        _ if self.begin.is_none() => self.begin = Some("BEGIN".to_owned()),
+                        _ => {}
+                    }
                 }
                 btag::COPY_IN_RESPONSE | btag::COPY_OUT_RESPONSE | btag::COPY_BOTH_RESPONSE => {
                     self.in_copy = true
@@ -801,8 +702,7 @@ impl Session {
                 self.shared.metrics.query_seconds.record(start.elapsed().as_secs_f64());
             }
             if self.transaction_mode() && self.between_transactions() {
-                self.backend = None;
-                self.set_cancel_target();
+                self.release_all();
             }
         }
         Ok(())
@@ -820,18 +720,20 @@ impl Session {
         }
     }
 
-    /// Returns the backend to the pool if it is idle and clean, or closes it: closing makes
-    /// PostgreSQL roll back an open transaction and release its locks.
-    fn close_backend(&mut self) {
-        let Some(mut b) = self.backend.take() else { return };
+    /// Returns the backends to their pools if they are idle and clean, or closes them:
+    /// closing makes PostgreSQL roll back an open transaction and release its locks.
+    fn close_backends(&mut self) {
+        let clean = self.between_transactions();
+        let session_mode = self.mode == PoolMode::Session;
+        let active = self.backend.take().map(|b| (self.endpoint, b));
+        for (_, mut b) in active.into_iter().chain(self.others.drain(..)) {
+            if !clean {
+                drop(Pooled::take(b));
+            } else if session_mode {
+                b.needs_reset = true;
+            }
+        }
         self.set_cancel_target();
-        if !self.between_transactions() {
-            drop(Pooled::take(b));
-            return;
-        }
-        if self.mode == PoolMode::Session {
-            b.needs_reset = true;
-        }
     }
 }
 

@@ -28,8 +28,14 @@ pub enum Expect {
     Execute,
     Close,
     Sync,
+    /// A Sync the router injected to finish a batch on this backend before moving to another
+    /// shard; its ReadyForQuery is hidden.
+    HiddenSync,
     /// A simple Query or a FunctionCall: ends at ReadyForQuery.
     Query,
+    /// A simple Query the router injected (the transaction's BEGIN on a shard that joins it):
+    /// everything it produces is hidden.
+    HiddenQuery,
     /// Bytes made up by the router, emitted when they reach the front.
     Synthetic(Bytes),
     /// The client ended a COPY FROM STDIN (CopyDone/CopyFail). Not answered by itself; it
@@ -48,13 +54,19 @@ impl Expect {
                 t == tag::COMMAND_COMPLETE || t == tag::EMPTY_QUERY || t == tag::PORTAL_SUSPENDED
             }
             Expect::Close => t == tag::CLOSE_COMPLETE,
-            Expect::Sync | Expect::Query => t == tag::READY_FOR_QUERY,
+            Expect::Sync | Expect::HiddenSync | Expect::Query | Expect::HiddenQuery => {
+                t == tag::READY_FOR_QUERY
+            }
             Expect::Synthetic(_) | Expect::CopyEnd => false,
         }
     }
 
-    fn is_extended(&self) -> bool {
-        !matches!(self, Expect::Query | Expect::Synthetic(_) | Expect::CopyEnd)
+    pub fn is_extended(&self) -> bool {
+        !matches!(self, Expect::Query | Expect::HiddenQuery | Expect::Synthetic(_) | Expect::CopyEnd)
+    }
+
+    fn is_sync(&self) -> bool {
+        matches!(self, Expect::Sync | Expect::HiddenSync)
     }
 }
 
@@ -82,6 +94,9 @@ pub struct Pending {
     /// The backend is in copy-in mode and the client has not ended the COPY yet: PostgreSQL
     /// ignores Sync in copy-in mode, so Syncs sent now get no ReadyForQuery.
     copy_in: bool,
+    /// An error made the backend skip to a Sync the router injected: the client's messages
+    /// after that point must be skipped by the router, up to the client's own Sync.
+    error_before_hidden_sync: bool,
 }
 
 impl Pending {
@@ -101,12 +116,12 @@ impl Pending {
                 self.copy_in = false;
                 return None;
             }
-            Expect::Sync if self.copy_in => return None,
+            Expect::Sync | Expect::HiddenSync if self.copy_in => return None,
             _ => {}
         }
         if self.skipping {
             match e {
-                Expect::Sync => self.skipping = false,
+                Expect::Sync | Expect::HiddenSync => self.skipping = false,
                 Expect::Synthetic(_) => return None,
                 Expect::Parse { def: Some(def), client_name, .. } => {
                     return Some(UndoneParse { def, client_name })
@@ -145,10 +160,12 @@ impl Pending {
         let Some(front) = self.queue.front() else {
             return Disposition::Forward;
         };
+        let hidden_query = matches!(front, Expect::HiddenQuery);
         if !front.ends_with(t) {
-            return Disposition::Forward;
+            return if hidden_query { Disposition::Hide } else { Disposition::Forward };
         }
-        let hide = matches!(front, Expect::Parse { hide: true, .. });
+        let hide =
+            matches!(front, Expect::Parse { hide: true, .. } | Expect::HiddenSync | Expect::HiddenQuery);
         self.queue.pop_front();
         self.drop_markers();
         if hide {
@@ -166,7 +183,7 @@ impl Pending {
         let limit = end.unwrap_or(self.queue.len());
         let mut removed = 0;
         self.queue.retain(|e| {
-            let keep = i >= limit || !matches!(e, Expect::Sync);
+            let keep = i >= limit || !e.is_sync();
             i += 1;
             removed += usize::from(!keep);
             keep
@@ -186,15 +203,26 @@ impl Pending {
         }
     }
 
+    /// Whether an error skipped to a Sync the router injected (cleared by reading it).
+    pub fn take_error_before_hidden_sync(&mut self) -> bool {
+        std::mem::take(&mut self.error_before_hidden_sync)
+    }
+
     fn on_error(&mut self, undone: &mut Vec<UndoneParse>) -> Disposition {
         match self.queue.front() {
             None | Some(Expect::Query) => return Disposition::Forward,
+            // The router's own BEGIN failed: the client sees the error (its statement that
+            // follows fails too, as in an aborted transaction).
+            Some(Expect::HiddenQuery) => return Disposition::Forward,
             _ => {}
         }
         // The backend skips every extended message up to the next Sync: drop their entries,
         // including made-up replies PostgreSQL itself would not have sent.
         while let Some(front) = self.queue.front() {
-            if matches!(front, Expect::Sync | Expect::Query) {
+            if matches!(front, Expect::HiddenSync) {
+                self.error_before_hidden_sync = true;
+            }
+            if front.is_sync() || matches!(front, Expect::Query | Expect::HiddenQuery) {
                 return Disposition::Forward;
             }
             if let Some(Expect::Parse { def: Some(def), client_name, .. }) = self.queue.pop_front() {

@@ -1,0 +1,112 @@
+//! Crate-level tests of the public API (the golden files cover the shapes).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use crate::{Action, KeyExpr, PlanError, Planner, PlannerOptions, Target};
+
+const VSCHEMA: &str = include_str!("../testdata/vschema.toml");
+
+fn vschema() -> Arc<vindex::ValidatedVSchema> {
+    Arc::new(vindex::VSchema::from_toml(VSCHEMA).unwrap().validate().unwrap())
+}
+
+fn planner(default_keyspace: Option<&str>) -> Planner {
+    let options =
+        PlannerOptions { default_keyspace: default_keyspace.map(str::to_owned), ..Default::default() };
+    Planner::new(vschema(), options).unwrap()
+}
+
+#[test]
+fn planner_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Planner>();
+    check::<crate::Plan>();
+}
+
+#[test]
+fn options_are_validated() {
+    let bad = |ks: &str| {
+        let options = PlannerOptions { default_keyspace: Some(ks.into()), ..Default::default() };
+        Planner::new(vschema(), options).unwrap_err()
+    };
+    assert_eq!(bad("nope").sqlstate(), "22023");
+    assert!(bad("commerce").to_string().contains("must be unsharded"));
+    assert_eq!(PlannerOptions::default().cache_capacity, 4096);
+}
+
+#[test]
+fn unknown_tables_without_default_keyspace() {
+    let p = planner(None);
+    let err = p.plan("SELECT * FROM nowhere").unwrap_err();
+    assert_eq!(err.sqlstate(), "42P01");
+    assert_eq!(
+        err.to_string(),
+        "pg-router: table \"nowhere\" is not in the VSchema and no default keyspace is configured"
+    );
+    // Unparsable statements without sharded tables go to any shard.
+    let plan = p.plan("CHECKPOINT").unwrap();
+    assert!(matches!(&plan.action, Action::Route(r) if matches!(r.target, Target::Any)));
+}
+
+#[test]
+fn cache_returns_the_same_arc_and_caches_errors() {
+    let p = planner(Some("main"));
+    let a = p.plan("SELECT * FROM users WHERE id = $1").unwrap();
+    let b = p.plan("SELECT * FROM users WHERE id = $1").unwrap();
+    assert!(Arc::ptr_eq(&a, &b));
+    let e1 = p.plan("SELECT string_agg(name, ',') FROM users").unwrap_err();
+    let e2 = p.plan("SELECT string_agg(name, ',') FROM users").unwrap_err();
+    assert_eq!(e1, e2);
+    assert_eq!(p.cache.len(), 2);
+    let uncached = planner(Some("main"));
+    let options = PlannerOptions { default_keyspace: Some("main".into()), cache_capacity: 0 };
+    let no_cache = Planner::new(vschema(), options).unwrap();
+    let c = no_cache.plan("SELECT 1").unwrap();
+    let d = no_cache.plan("SELECT 1").unwrap();
+    assert!(!Arc::ptr_eq(&c, &d));
+    assert_eq!(uncached.vschema().keyspaces().count(), 3);
+}
+
+#[test]
+fn insert_split_template() {
+    let p = planner(Some("main"));
+    let plan =
+        p.plan("INSERT INTO orders (user_id, total) VALUES (1, $3), ($1, 20), (3, $3) RETURNING id").unwrap();
+    assert_eq!(plan.params, 3);
+    let Action::InsertSplit(split) = &plan.action else { panic!("{plan:?}") };
+    assert_eq!(split.keys, [KeyExpr::Literal(1.into()), KeyExpr::Param(1), KeyExpr::Literal(3.into())]);
+    assert!(split.returning);
+    assert_eq!(split.template.row_count(), 3);
+    let (sql, map) = split.template.sql_for_rows(&[2, 0]);
+    assert_eq!(sql, "INSERT INTO orders (user_id, total) VALUES (3, $1), (1, $1) RETURNING id");
+    assert_eq!(map, [3]);
+    let (sql, map) = split.template.sql_for_rows(&[1]);
+    assert_eq!(sql, "INSERT INTO orders (user_id, total) VALUES ($1, 20) RETURNING id");
+    assert_eq!(map, [1]);
+}
+
+#[test]
+fn scatter_fields() {
+    let p = planner(Some("main"));
+    let plan = p
+        .plan("SELECT status, avg(total) FROM orders GROUP BY status ORDER BY 2 DESC LIMIT 3 OFFSET 1")
+        .unwrap();
+    let Action::Route(route) = &plan.action else { panic!() };
+    let s = route.scatter.as_ref().unwrap();
+    assert_eq!(s.visible, 2);
+    assert_eq!(s.group.as_deref(), Some(&[0][..]));
+    assert_eq!((s.offset, s.limit), (1, Some(3)));
+    assert!(!s.sql.contains("LIMIT"), "{}", s.sql);
+    assert!(s.final_order.is_some());
+}
+
+#[test]
+fn errors_have_kinds() {
+    let p = planner(Some("main"));
+    let e = p.plan("SELECT id FROM users ORDER BY id LIMIT $1").unwrap_err();
+    assert!(matches!(e, PlanError::Unsupported { .. }));
+    assert_eq!(e.kind(), "unsupported");
+    let e = p.plan("SELECT * FROM users WHERE id = 'abc'").unwrap_err();
+    assert_eq!((e.kind(), e.sqlstate()), ("key_value", "22P02"));
+}

@@ -1,0 +1,552 @@
+//! Extended-protocol messages: Parse, Bind, Describe, Execute, Close, Sync, Flush.
+//!
+//! A Parse does not say which shard the statement will run on; the Bind does (its parameter
+//! values carry the sharding key). So Parses wait in `deferred` and go to the shard chosen by
+//! the next routed message of the batch. A Bind whose statement needs several shards opens a
+//! [`RouterPortal`]: the router answers Describe and Execute on it by fanning out.
+
+use std::sync::Arc;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use planner::{Action, InsertSplit, Scatter, TxControl};
+
+use super::classify::classify;
+use super::simple::plan_error;
+use super::statements::StatementDef;
+use super::{unsupported_error, Deferred, End, Session, Stop, Unnamed};
+use crate::error::{sqlstate, ClientError};
+use crate::exec::insert::Reorder;
+use crate::exec::{Concat, DescribeOnly, First, LegRequest};
+use crate::protocol::backend;
+use crate::protocol::frontend::{self, tag, Bind, BindParams, DescribeOrClose, Parse, Target};
+use crate::protocol::Frame;
+use crate::session::pending::Expect;
+use crate::topology::{BoundParams, Endpoint};
+
+/// A portal the router runs itself.
+pub(super) struct RouterPortal {
+    kind: PortalKind,
+    /// The client's statement text and raw parameter-type section.
+    query: String,
+    param_types: Bytes,
+    formats: Vec<i16>,
+    values: Vec<Option<Bytes>>,
+    result_formats: Vec<i16>,
+}
+
+enum PortalKind {
+    Scatter { endpoints: Vec<Endpoint>, scatter: Scatter },
+    Broadcast { endpoints: Vec<Endpoint> },
+    Insert { groups: Vec<(Endpoint, Vec<usize>)>, split: InsertSplit },
+    ShowRoute(String),
+}
+
+/// Parameter type OIDs from a Parse's raw `count:i16 | oid:i32*` section.
+fn param_oids(raw: &[u8]) -> Vec<u32> {
+    let mut r = raw;
+    if r.len() < 2 {
+        return Vec::new();
+    }
+    let n = r.get_i16().max(0) as usize;
+    (0..n).map_while(|_| (r.len() >= 4).then(|| r.get_u32())).collect()
+}
+
+fn encode_param_oids(oids: &[u32]) -> Bytes {
+    let mut out = BytesMut::with_capacity(2 + 4 * oids.len());
+    out.put_i16(oids.len() as i16);
+    for o in oids {
+        out.put_u32(*o);
+    }
+    out.freeze()
+}
+
+fn decode_error(e: impl std::fmt::Display) -> End {
+    End::Fatal(ClientError::protocol(e.to_string()))
+}
+
+impl Session {
+    pub(super) async fn on_parse(&mut self, frame: Frame) -> Result<(), End> {
+        let parse = Parse::decode(&frame).map_err(decode_error)?;
+        self.refresh_topology();
+        let named = !parse.name.is_empty();
+        let def = named.then(|| self.shared.statements.intern(parse.query, parse.param_types));
+        let (kind, effects) = match &def {
+            Some(d) => (d.kind, d.effects.clone()),
+            None => classify(parse.query),
+        };
+        if !named {
+            self.unnamed_kind = kind;
+        }
+        if let Some(reason) = self.unsupported(&effects) {
+            self.refuse(unsupported_error(reason), true);
+            return Ok(());
+        }
+        if let Err(e) = self.topology.planner.plan(parse.query) {
+            self.refuse(plan_error(&e), true);
+            return Ok(());
+        }
+        match def {
+            None => {
+                self.unnamed = Some(Unnamed {
+                    query: parse.query.to_owned(),
+                    param_types: Bytes::copy_from_slice(parse.param_types),
+                    parsed_on: None,
+                });
+                self.deferred.push(Deferred::Raw(frame.clone()));
+            }
+            Some(def) => {
+                let name = parse.name.to_owned();
+                if self.transaction_mode() && self.statements.contains_key(&name) {
+                    let e = ClientError::new(
+                        "duplicate_statement",
+                        sqlstate::INTERNAL_ERROR,
+                        format!("prepared statement \"{name}\" already exists"),
+                    )
+                    .with_code("42P05");
+                    self.refuse(e, true);
+                    return Ok(());
+                }
+                self.statements.insert(name.clone(), def.clone());
+                if self.transaction_mode() {
+                    self.deferred.push(Deferred::Named { def, client_name: name });
+                } else {
+                    self.deferred.push(Deferred::Raw(frame.clone()));
+                }
+            }
+        }
+        self.apply_effects(&effects);
+        Ok(())
+    }
+
+    /// The statement a Bind or Describe names: text, raw parameter types, and its global
+    /// definition when it is a named statement.
+    fn statement(&self, name: &str) -> Option<(String, Bytes, Option<Arc<StatementDef>>)> {
+        if name.is_empty() {
+            return self.unnamed.as_ref().map(|u| (u.query.clone(), u.param_types.clone(), None));
+        }
+        self.statements.get(name).map(|d| (d.query.clone(), d.param_types.clone(), Some(d.clone())))
+    }
+
+    pub(super) async fn on_bind(&mut self, frame: Frame) -> Result<(), End> {
+        let bind = Bind::decode(&frame).map_err(decode_error)?;
+        let portal = bind.portal.to_owned();
+        self.portals.remove(&portal);
+        let Some((query, param_types, def)) = self.statement(bind.statement) else {
+            // Unknown statement: the shard reports 26000 with the client's own name.
+            self.shared.metrics.statement(self.unnamed_kind);
+            return self.forward_any(frame, Some(Expect::Bind)).await;
+        };
+        self.shared.metrics.statement(def.as_ref().map_or(self.unnamed_kind, |d| d.kind));
+        let plan = match self.topology.planner.plan(&query) {
+            Ok(p) => p,
+            Err(e) => {
+                self.refuse_deferred();
+                self.refuse(plan_error(&e), true);
+                return Ok(());
+            }
+        };
+        let params = bind.params().map_err(decode_error)?;
+        let bound = BoundParams {
+            formats: params.formats.clone(),
+            values: params.values.clone(),
+            types: param_oids(&param_types),
+        };
+        let kind =
+            match &plan.action {
+                Action::Route(route) => {
+                    let endpoints =
+                        match self.topology.resolve(&route.target, Some(&bound), Some(self.preferred())) {
+                            Ok(e) => e,
+                            Err(e) => return self.refuse_bind(e),
+                        };
+                    match (&endpoints[..], &route.scatter) {
+                        ([], _) => {
+                            let endpoint = self.fallback_endpoint(&route.target);
+                            return self.bind_on(endpoint, &frame, def).await;
+                        }
+                        ([endpoint], _) => return self.bind_on(*endpoint, &frame, def).await,
+                        (_, Some(scatter)) => PortalKind::Scatter { endpoints, scatter: scatter.clone() },
+                        (_, None) => {
+                            return self.refuse_bind(unsupported_error(
+                                "pg-router: this statement cannot run on several shards",
+                            ))
+                        }
+                    }
+                }
+                Action::InsertSplit(ins) => match self.split_rows(ins, Some(&bound)) {
+                    Err(e) => return self.refuse_bind(e),
+                    Ok(groups) if groups.len() == 1 => return self.bind_on(groups[0].0, &frame, def).await,
+                    Ok(groups) => PortalKind::Insert { groups, split: ins.clone() },
+                },
+                Action::Broadcast(b) => match self.broadcast_endpoints(&b.keyspaces) {
+                    Err(e) => return self.refuse_bind(e),
+                    Ok(e) if e.len() == 1 => return self.bind_on(e[0], &frame, def).await,
+                    Ok(endpoints) => PortalKind::Broadcast { endpoints },
+                },
+                Action::ShowRoute(inner) => PortalKind::ShowRoute(inner.explain()),
+                Action::Transaction(TxControl::TwoPhase) => return self.refuse_bind(unsupported_error(
+                    "pg-router: PREPARE TRANSACTION, COMMIT PREPARED and ROLLBACK PREPARED cannot be sent \
+                     through the router",
+                )),
+                Action::Transaction(TxControl::Commit | TxControl::Rollback) if !self.others.is_empty() => {
+                    let commit = matches!(plan.action, Action::Transaction(TxControl::Commit));
+                    match self
+                        .finish_others(commit && self.tx != crate::protocol::backend::TxStatus::Failed)
+                        .await
+                    {
+                        Ok(()) => {}
+                        Err(Stop::End(e)) => return Err(e),
+                        Err(Stop::Refuse(e)) => return self.refuse_bind(e),
+                    }
+                    let endpoint = self.preferred();
+                    return self.bind_on(endpoint, &frame, def).await;
+                }
+                _ => {
+                    let endpoint = self.preferred();
+                    return self.bind_on(endpoint, &frame, def).await;
+                }
+            };
+        self.open_portal(portal, kind, query, param_types, params).await
+    }
+
+    fn refuse_bind(&mut self, e: ClientError) -> Result<(), End> {
+        self.refuse_deferred();
+        self.refuse(e, true);
+        Ok(())
+    }
+
+    /// Forwards a Bind to one shard, preparing its statement there first if needed.
+    async fn bind_on(
+        &mut self,
+        endpoint: Endpoint,
+        frame: &Frame,
+        def: Option<Arc<StatementDef>>,
+    ) -> Result<(), End> {
+        if !self.enter(endpoint, true).await? {
+            return Ok(());
+        }
+        match def {
+            Some(def) if self.transaction_mode() => {
+                self.ensure_prepared(&def);
+                let bind = Bind::decode(frame).map_err(decode_error)?;
+                let renamed = bind.with_statement(&def.name);
+                self.send(&renamed, Some(Expect::Bind));
+            }
+            Some(_) => self.send(&frame.bytes, Some(Expect::Bind)),
+            None => {
+                self.ensure_unnamed_parsed();
+                self.send(&frame.bytes, Some(Expect::Bind));
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes sure `def` is prepared on the active backend, injecting a hidden Parse if not.
+    fn ensure_prepared(&mut self, def: &Arc<StatementDef>) {
+        let Some(b) = self.backend.as_mut() else { return };
+        if !b.prepared.insert(def.id) {
+            return;
+        }
+        let mut out = BytesMut::new();
+        frontend::encode_parse(&mut out, &def.name, &def.query, &def.param_types);
+        self.send(&out, Some(Expect::Parse { def: Some(def.clone()), client_name: None, hide: true }));
+    }
+
+    /// The unnamed statement was parsed on another backend (an earlier transaction): parse it
+    /// again here, hidden.
+    fn ensure_unnamed_parsed(&mut self) {
+        let Some(b) = self.backend.as_ref() else { return };
+        let here = (self.endpoint, b.cancel.pid);
+        let Some(u) = self.unnamed.as_mut() else { return };
+        if u.parsed_on == Some(here) {
+            return;
+        }
+        u.parsed_on = Some(here);
+        let mut out = BytesMut::new();
+        frontend::encode_parse(&mut out, "", &u.query, &u.param_types);
+        self.send(&out, Some(Expect::Parse { def: None, client_name: None, hide: true }));
+    }
+
+    async fn open_portal(
+        &mut self,
+        name: String,
+        kind: PortalKind,
+        query: String,
+        param_types: Bytes,
+        params: BindParams<'_>,
+    ) -> Result<(), End> {
+        // Parses waiting in this batch are answered by a shard first, so the client's
+        // replies stay in order and a bad statement fails where PostgreSQL would fail it.
+        if !self.deferred.is_empty() {
+            let endpoint = self.preferred();
+            if !self.enter(endpoint, true).await? {
+                return Ok(());
+            }
+        }
+        let portal = RouterPortal {
+            kind,
+            query,
+            param_types,
+            formats: params.formats,
+            values: params.values.iter().map(|v| v.map(Bytes::copy_from_slice)).collect(),
+            result_formats: params.result_formats,
+        };
+        self.portals.insert(name, portal);
+        let mut out = BytesMut::new();
+        backend::bind_complete(&mut out);
+        self.synthetic(out.freeze());
+        Ok(())
+    }
+
+    pub(super) async fn on_describe(&mut self, frame: Frame) -> Result<(), End> {
+        let d = DescribeOrClose::decode(&frame).map_err(decode_error)?;
+        if d.target == Target::Portal && self.portals.contains_key(d.name) {
+            let name = d.name.to_owned();
+            return self.describe_portal(&name).await;
+        }
+        if d.target == Target::Portal {
+            return self.forward_any(frame, Some(Expect::Describe)).await;
+        }
+        let def = self.statement(d.name).and_then(|(_, _, def)| def);
+        let endpoint = self.preferred();
+        if !self.enter(endpoint, true).await? {
+            return Ok(());
+        }
+        match def {
+            Some(def) if self.transaction_mode() => {
+                self.ensure_prepared(&def);
+                let mut out = BytesMut::new();
+                frontend::encode_statement_target(&mut out, tag::DESCRIBE, &def.name);
+                self.send(&out, Some(Expect::Describe));
+            }
+            Some(_) => self.send(&frame.bytes, Some(Expect::Describe)),
+            None => {
+                if d.name.is_empty() {
+                    self.ensure_unnamed_parsed();
+                }
+                self.send(&frame.bytes, Some(Expect::Describe));
+            }
+        }
+        Ok(())
+    }
+
+    /// Describes a router portal: the client's own statement, described by one shard with the
+    /// client's parameters and result formats, is exactly what the merged result looks like.
+    async fn describe_portal(&mut self, name: &str) -> Result<(), End> {
+        let Some(p) = self.portals.get(name) else { return Ok(()) };
+        let endpoint = match &p.kind {
+            PortalKind::ShowRoute(_) => {
+                let mut out = BytesMut::new();
+                backend::text_row_description(&mut out, &["route"]);
+                self.synthetic(out.freeze());
+                return Ok(());
+            }
+            PortalKind::Scatter { endpoints, .. } | PortalKind::Broadcast { endpoints } => endpoints[0],
+            PortalKind::Insert { groups, .. } => groups[0].0,
+        };
+        let (query, param_types, formats, result_formats) =
+            (p.query.clone(), p.param_types.clone(), p.formats.clone(), p.result_formats.clone());
+        let values: Vec<Option<Bytes>> = p.values.clone();
+        let values: Vec<Option<&[u8]>> = values.iter().map(|v| v.as_deref()).collect();
+        let request = LegRequest::Extended {
+            sql: &query,
+            param_types: &param_types,
+            formats: &formats,
+            values: &values,
+            result_formats: &result_formats,
+            describe_only: true,
+        };
+        self.run_fan_out(&[endpoint], &[request], &mut DescribeOnly::default(), true).await
+    }
+
+    pub(super) async fn on_execute(&mut self, frame: Frame) -> Result<(), End> {
+        let (portal, max_rows) = frontend::execute_max_rows(&frame).map_err(decode_error)?;
+        if !self.portals.contains_key(portal) {
+            return self.forward_any(frame, Some(Expect::Execute)).await;
+        }
+        let name = portal.to_owned();
+        if max_rows > 0 && !matches!(self.portals.get(&name).map(|p| &p.kind), Some(PortalKind::ShowRoute(_)))
+        {
+            self.refuse(
+                unsupported_error(
+                    "pg-router: fetching a cross-shard result in chunks (Execute with a row limit) is not \
+                     supported; fetch all rows at once",
+                ),
+                true,
+            );
+            return Ok(());
+        }
+        self.execute_portal(&name).await
+    }
+
+    async fn execute_portal(&mut self, name: &str) -> Result<(), End> {
+        let Some(p) = self.portals.get(name) else { return Ok(()) };
+        let query = p.query.clone();
+        let types = p.param_types.clone();
+        let formats = p.formats.clone();
+        let values_owned: Vec<Option<Bytes>> = p.values.clone();
+        let result_formats = p.result_formats.clone();
+        let values: Vec<Option<&[u8]>> = values_owned.iter().map(|v| v.as_deref()).collect();
+        let kind = match &p.kind {
+            PortalKind::ShowRoute(text) => {
+                let mut out = BytesMut::new();
+                let mut rows = 0;
+                for line in text.lines() {
+                    backend::text_data_row(&mut out, &[line]);
+                    rows += 1;
+                }
+                backend::command_complete(&mut out, &format!("SELECT {rows}"));
+                self.synthetic(out.freeze());
+                return Ok(());
+            }
+            PortalKind::Scatter { endpoints, scatter } => (endpoints.clone(), Some(scatter.clone()), None),
+            PortalKind::Broadcast { endpoints } => (endpoints.clone(), None, None),
+            PortalKind::Insert { groups, split } => {
+                (groups.iter().map(|(e, _)| *e).collect(), None, Some((groups.clone(), split.clone())))
+            }
+        };
+        let (endpoints, scatter, insert) = kind;
+        if let Some(scatter) = scatter {
+            let shard_formats = result_formats.clone();
+            let request = LegRequest::Extended {
+                sql: &scatter.sql,
+                param_types: &types,
+                formats: &formats,
+                values: &values,
+                result_formats: &shard_formats,
+                describe_only: false,
+            };
+            let requests: Vec<LegRequest<'_>> = endpoints.iter().map(|_| request.clone()).collect();
+            let mut combine = match self.combiner(&scatter, result_formats.clone(), false) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.refuse(e, true);
+                    return Ok(());
+                }
+            };
+            return self.run_fan_out(&endpoints, &requests, combine.as_mut(), true).await;
+        }
+        if let Some((groups, split)) = insert {
+            return self.execute_insert(&groups, &split, &types, &formats, &values, &result_formats).await;
+        }
+        let request = LegRequest::Extended {
+            sql: &query,
+            param_types: &types,
+            formats: &formats,
+            values: &values,
+            result_formats: &result_formats,
+            describe_only: false,
+        };
+        let requests: Vec<LegRequest<'_>> = endpoints.iter().map(|_| request.clone()).collect();
+        self.run_fan_out(&endpoints, &requests, &mut First::new(false), true).await
+    }
+
+    /// A split INSERT through the extended protocol: each shard gets its rows, with the
+    /// placeholders they use renumbered and only those parameters bound.
+    async fn execute_insert(
+        &mut self,
+        groups: &[(Endpoint, Vec<usize>)],
+        split: &InsertSplit,
+        types: &Bytes,
+        formats: &[i16],
+        values: &[Option<&[u8]>],
+        result_formats: &[i16],
+    ) -> Result<(), End> {
+        let oids = param_oids(types);
+        struct LegParams<'v> {
+            sql: String,
+            types: Bytes,
+            formats: Vec<i16>,
+            values: Vec<Option<&'v [u8]>>,
+        }
+        let mut per_leg = Vec::with_capacity(groups.len());
+        for (_, rows) in groups {
+            let (sql, map) = split.template.sql_for_rows(rows);
+            let pick = |n: &usize| n.checked_sub(1);
+            per_leg.push(LegParams {
+                sql,
+                types: encode_param_oids(
+                    &map.iter()
+                        .map(|n| pick(n).and_then(|i| oids.get(i)).copied().unwrap_or(0))
+                        .collect::<Vec<_>>(),
+                ),
+                formats: map
+                    .iter()
+                    .map(|n| pick(n).and_then(|i| formats.get(i)).copied().unwrap_or(0))
+                    .collect(),
+                values: map.iter().map(|n| pick(n).and_then(|i| values.get(i)).copied().flatten()).collect(),
+            });
+        }
+        let requests: Vec<LegRequest<'_>> = per_leg
+            .iter()
+            .map(|l| LegRequest::Extended {
+                sql: &l.sql,
+                param_types: &l.types,
+                formats: &l.formats,
+                values: &l.values,
+                result_formats,
+                describe_only: false,
+            })
+            .collect();
+        let endpoints: Vec<Endpoint> = groups.iter().map(|(e, _)| *e).collect();
+        let rows_of: Vec<Vec<usize>> = groups.iter().map(|(_, r)| r.clone()).collect();
+        if split.returning {
+            self.run_fan_out(&endpoints, &requests, &mut Reorder::new(rows_of, false), true).await
+        } else {
+            self.run_fan_out(&endpoints, &requests, &mut Concat::new(false), true).await
+        }
+    }
+
+    pub(super) async fn on_close(&mut self, frame: Frame) -> Result<(), End> {
+        let c = DescribeOrClose::decode(&frame).map_err(decode_error)?;
+        let router_portal = c.target == Target::Portal && self.portals.remove(c.name).is_some();
+        let named_statement = c.target == Target::Statement && !c.name.is_empty() && self.transaction_mode();
+        if router_portal || named_statement || self.backend.is_none() {
+            // Global statements stay prepared on backends for other clients; closing a portal
+            // or statement that no backend holds is a no-op in PostgreSQL too.
+            if named_statement {
+                self.statements.remove(c.name);
+            }
+            let mut out = BytesMut::new();
+            backend::close_complete(&mut out);
+            self.synthetic(out.freeze());
+            return Ok(());
+        }
+        self.send(&frame.bytes, Some(Expect::Close));
+        Ok(())
+    }
+
+    pub(super) async fn on_sync(&mut self, frame: Frame) -> Result<(), End> {
+        self.client_skip = false;
+        if !self.deferred.is_empty() {
+            let endpoint = self.preferred();
+            if !self.enter(endpoint, true).await? {
+                self.client_skip = false;
+            }
+        }
+        if self.tx == crate::protocol::backend::TxStatus::Idle {
+            self.portals.clear();
+        }
+        if self.backend.is_some() {
+            self.send(&frame.bytes, Some(Expect::Sync));
+        } else {
+            let mut out = BytesMut::new();
+            backend::ready_for_query(&mut out, self.tx);
+            self.synthetic(out.freeze());
+        }
+        Ok(())
+    }
+
+    pub(super) async fn on_flush(&mut self, frame: Frame) -> Result<(), End> {
+        if !self.deferred.is_empty() {
+            let endpoint = self.preferred();
+            if !self.enter(endpoint, true).await? {
+                return Ok(());
+            }
+        }
+        if self.backend.is_some() {
+            self.to_backend.extend_from_slice(&frame.bytes);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,422 @@
+//! Simple-protocol statements: plan, route, forward or fan out.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use planner::{Action, InsertSplit, Plan, PlanError, Route, Scatter, Target, TxControl};
+
+use super::classify::{classify, SessionEffect};
+use super::shards::complete_and_ready;
+use super::{raise_sql, unsupported_error, End, Session, Stop};
+use crate::error::{sqlstate, ClientError};
+use crate::exec::insert::Reorder;
+use crate::exec::merge::MergeCombine;
+use crate::exec::{fan_out, Combine, Concat, First, LegRequest};
+use crate::protocol::backend::{self, TxStatus};
+use crate::protocol::frontend;
+use crate::protocol::Frame;
+use crate::session::pending::Expect;
+use crate::topology::{BoundParams, Endpoint};
+
+/// A planner error as the client sees it.
+pub(super) fn plan_error(e: &PlanError) -> ClientError {
+    let kind = if e.sqlstate() == sqlstate::FEATURE_NOT_SUPPORTED { "unsupported" } else { "plan" };
+    ClientError::new(kind, sqlstate::FEATURE_NOT_SUPPORTED, e.to_string()).with_code(e.sqlstate())
+}
+
+fn not_supported(message: &'static str) -> ClientError {
+    unsupported_error(message)
+}
+
+impl Session {
+    pub(super) async fn on_query(&mut self, frame: Frame) -> Result<(), End> {
+        let text = match frontend::query_text(&frame) {
+            Ok(t) => t.to_owned(),
+            Err(e) => return Err(End::Fatal(ClientError::protocol(e.to_string()))),
+        };
+        self.refresh_topology();
+        let (kind, effects) = classify(&text);
+        self.shared.metrics.statement(kind);
+        if let Some(reason) = self.unsupported(&effects) {
+            return self.reject(unsupported_error(reason)).await;
+        }
+        let plan = match self.topology.planner.plan(&text) {
+            Ok(p) => p,
+            Err(e) => return self.reject(plan_error(&e)).await,
+        };
+        match &plan.action {
+            Action::Route(route) => self.route_query(frame, route, &effects).await,
+            Action::Session => {
+                let endpoint = self.preferred();
+                self.pass(frame, endpoint, &effects).await
+            }
+            Action::Transaction(tc) => self.on_transaction(frame, &text, tc, &effects).await,
+            Action::Multi(parts) => self.multi_query(frame, parts, &effects).await,
+            Action::InsertSplit(ins) => self.insert_split_query(frame, ins, &effects).await,
+            Action::Broadcast(b) => {
+                let endpoints = match self.broadcast_endpoints(&b.keyspaces) {
+                    Ok(e) => e,
+                    Err(e) => return self.reject(e).await,
+                };
+                if let [endpoint] = endpoints[..] {
+                    return self.pass(frame, endpoint, &effects).await;
+                }
+                let requests: Vec<LegRequest<'_>> =
+                    endpoints.iter().map(|_| LegRequest::Simple(&text)).collect();
+                self.run_fan_out(&endpoints, &requests, &mut First::new(true), false).await
+            }
+            Action::ShowRoute(inner) => {
+                self.show_route(inner);
+                Ok(())
+            }
+        }
+    }
+
+    /// Refuses a simple-protocol statement. Inside a transaction the refusal must abort it, as
+    /// any error would on PostgreSQL: the active backend raises it.
+    pub(super) async fn reject(&mut self, e: ClientError) -> Result<(), End> {
+        if self.backend.is_some() && self.tx != TxStatus::Idle {
+            self.shared.metrics.error(e.kind());
+            let sql = raise_sql(&e.code, &e.message);
+            let mut out = BytesMut::new();
+            frontend::encode_query(&mut out, &sql);
+            self.send(&out, Some(Expect::Query));
+            return Ok(());
+        }
+        if self.tx == TxStatus::InTransaction {
+            self.tx = TxStatus::Failed;
+        }
+        self.refuse(e, false);
+        Ok(())
+    }
+
+    /// Forwards the client's Query unchanged to one shard.
+    async fn pass(&mut self, frame: Frame, endpoint: Endpoint, effects: &[SessionEffect]) -> Result<(), End> {
+        if !self.enter(endpoint, false).await? {
+            return Ok(());
+        }
+        self.send(&frame.bytes, Some(Expect::Query));
+        self.apply_effects(effects);
+        Ok(())
+    }
+
+    async fn route_query(
+        &mut self,
+        frame: Frame,
+        route: &Route,
+        effects: &[SessionEffect],
+    ) -> Result<(), End> {
+        let endpoints = match self.topology.resolve(&route.target, None, Some(self.preferred())) {
+            Ok(e) => e,
+            Err(e) => return self.reject(e).await,
+        };
+        match endpoints[..] {
+            [] => {
+                let endpoint = self.fallback_endpoint(&route.target);
+                self.pass(frame, endpoint, effects).await
+            }
+            [endpoint] => self.pass(frame, endpoint, effects).await,
+            _ => {
+                let Some(scatter) = &route.scatter else {
+                    return self
+                        .reject(not_supported("pg-router: this statement cannot run on several shards"))
+                        .await;
+                };
+                let requests: Vec<LegRequest<'_>> =
+                    endpoints.iter().map(|_| LegRequest::Simple(&scatter.sql)).collect();
+                let mut combine = match self.combiner(scatter, Vec::new(), true) {
+                    Ok(c) => c,
+                    Err(e) => return self.reject(e).await,
+                };
+                self.run_fan_out(&endpoints, &requests, combine.as_mut(), false).await
+            }
+        }
+    }
+
+    /// Where a statement whose keys match no shard runs (it returns no rows there): a shard
+    /// of its keyspace, the held one if possible.
+    pub(super) fn fallback_endpoint(&self, target: &Target) -> Endpoint {
+        let keyspace = match target {
+            Target::Keys { keyspace, .. }
+            | Target::All { keyspace }
+            | Target::Unsharded { keyspace }
+            | Target::AnyOf { keyspace } => keyspace,
+            _ => return self.preferred(),
+        };
+        let endpoints = self.topology.keyspace_endpoints(keyspace).unwrap_or_default();
+        let preferred = self.preferred();
+        if endpoints.contains(&preferred) {
+            return preferred;
+        }
+        endpoints.first().copied().unwrap_or(preferred)
+    }
+
+    /// The combiner for a cross-shard statement.
+    pub(super) fn combiner(
+        &self,
+        scatter: &Scatter,
+        client_formats: Vec<i16>,
+        send_description: bool,
+    ) -> Result<Box<dyn Combine>, ClientError> {
+        if scatter.write {
+            return Ok(Box::new(Concat::new(send_description)));
+        }
+        let max_rows = self.shared.config.routing.max_buffered_rows;
+        Ok(Box::new(MergeCombine::new(scatter.clone(), client_formats, send_description, max_rows)))
+    }
+
+    /// Runs a fan-out and takes the legs back. In the simple protocol the client also gets
+    /// ReadyForQuery; in the extended protocol an error skips the rest of the batch.
+    pub(super) async fn run_fan_out(
+        &mut self,
+        endpoints: &[Endpoint],
+        requests: &[LegRequest<'_>],
+        combine: &mut dyn Combine,
+        extended: bool,
+    ) -> Result<(), End> {
+        let mut legs = match self.take_legs(endpoints).await {
+            Ok(l) => l,
+            Err(Stop::Refuse(e)) => {
+                self.refuse(e, extended);
+                return Ok(());
+            }
+            Err(Stop::End(e)) => return Err(e),
+        };
+        if self.client_skip && extended {
+            self.return_legs(legs, None);
+            return Ok(());
+        }
+        match fan_out(&mut legs, requests, combine, &mut self.client, &mut self.to_client).await {
+            Err(_) => {
+                for leg in legs {
+                    drop(crate::pool::Pooled::take(leg.conn));
+                }
+                self.set_cancel_target();
+                Err(End::ClientGone)
+            }
+            Ok(outcome) => {
+                self.return_legs(legs, Some(&outcome));
+                if outcome.errored {
+                    self.shared.metrics.error("shard_error");
+                    if extended {
+                        self.client_skip = true;
+                    }
+                }
+                if !extended {
+                    backend::ready_for_query(&mut self.to_client, self.tx);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn multi_query(
+        &mut self,
+        frame: Frame,
+        parts: &[Arc<Plan>],
+        effects: &[SessionEffect],
+    ) -> Result<(), End> {
+        let mut target: Option<Endpoint> = None;
+        let mut ends_transaction = false;
+        for part in parts {
+            let endpoint =
+                match &part.action {
+                    Action::Route(r) => match self.topology.resolve(&r.target, None, Some(self.preferred())) {
+                        Ok(e) if e.len() > 1 => return self
+                            .reject(not_supported(
+                                "pg-router: a query string with several statements must stay on one shard; \
+                                 send the statements one by one",
+                            ))
+                            .await,
+                        Ok(e) => e.first().copied(),
+                        Err(e) => return self.reject(e).await,
+                    },
+                    Action::Session => None,
+                    Action::Transaction(TxControl::TwoPhase) => {
+                        return self.reject(not_supported(TWO_PHASE)).await;
+                    }
+                    Action::Transaction(_) => {
+                        ends_transaction = true;
+                        None
+                    }
+                    Action::Broadcast(b) => match self.broadcast_endpoints(&b.keyspaces) {
+                        Ok(e) if e.len() == 1 => e.first().copied(),
+                        Ok(_) => return self.reject(not_supported(MULTI_FAN_OUT)).await,
+                        Err(e) => return self.reject(e).await,
+                    },
+                    Action::InsertSplit(ins) => match self.split_rows(ins, None) {
+                        Ok(g) if g.len() == 1 => g.first().map(|(e, _)| *e),
+                        Ok(_) => return self.reject(not_supported(MULTI_FAN_OUT)).await,
+                        Err(e) => return self.reject(e).await,
+                    },
+                    Action::ShowRoute(_) | Action::Multi(_) => {
+                        return self.reject(not_supported(MULTI_FAN_OUT)).await;
+                    }
+                };
+            match (target, endpoint) {
+                (Some(t), Some(e)) if t != e => {
+                    return self
+                        .reject(not_supported(
+                            "pg-router: the statements of this query string go to different shards; send \
+                             them one by one",
+                        ))
+                        .await
+                }
+                (None, Some(e)) => target = Some(e),
+                _ => {}
+            }
+        }
+        if ends_transaction && !self.others.is_empty() {
+            return self
+                .reject(not_supported(
+                    "pg-router: this transaction spans several shards; send COMMIT or ROLLBACK as its own query",
+                ))
+                .await;
+        }
+        let endpoint = target.unwrap_or_else(|| self.preferred());
+        self.pass(frame, endpoint, effects).await
+    }
+
+    async fn on_transaction(
+        &mut self,
+        frame: Frame,
+        text: &str,
+        tc: &TxControl,
+        effects: &[SessionEffect],
+    ) -> Result<(), End> {
+        let nothing_held = self.backend.is_none() && self.others.is_empty();
+        match tc {
+            TxControl::Begin => {
+                if nothing_held
+                    && self.pending.is_empty()
+                    && self.tx == TxStatus::Idle
+                    && self.transaction_mode()
+                {
+                    // Lazy BEGIN: the shards the transaction touches get it with their first
+                    // statement, so a one-shard transaction costs no extra round trip.
+                    self.begin = Some(text.to_owned());
+                    self.tx = TxStatus::InTransaction;
+                    self.synthetic(complete_and_ready("BEGIN", TxStatus::InTransaction));
+                    return Ok(());
+                }
+                if self.tx == TxStatus::Idle {
+                    self.begin = Some(text.to_owned());
+                }
+                let endpoint = self.preferred();
+                self.pass(frame, endpoint, effects).await
+            }
+            TxControl::Commit | TxControl::Rollback => {
+                let commit = matches!(tc, TxControl::Commit) && self.tx != TxStatus::Failed;
+                if nothing_held && self.tx != TxStatus::Idle {
+                    self.tx = TxStatus::Idle;
+                    self.begin = None;
+                    let tag = if commit { "COMMIT" } else { "ROLLBACK" };
+                    self.synthetic(complete_and_ready(tag, TxStatus::Idle));
+                    return Ok(());
+                }
+                if !self.others.is_empty() {
+                    match self.finish_others(commit).await {
+                        Ok(()) => {}
+                        Err(Stop::End(e)) => return Err(e),
+                        Err(Stop::Refuse(e)) => {
+                            if self.backend.is_some() {
+                                let mut out = BytesMut::new();
+                                frontend::encode_query(&mut out, "ROLLBACK");
+                                self.send(&out, Some(Expect::HiddenQuery));
+                            }
+                            self.tx = TxStatus::Idle;
+                            self.refuse(e, false);
+                            return Ok(());
+                        }
+                    }
+                }
+                let endpoint = self.preferred();
+                self.pass(frame, endpoint, effects).await
+            }
+            TxControl::Savepoint(_) | TxControl::Release(_) | TxControl::RollbackTo(_) => {
+                if !self.others.is_empty() {
+                    return self
+                        .reject(not_supported(
+                            "pg-router: savepoints in a transaction that spans several shards are not supported",
+                        ))
+                        .await;
+                }
+                let endpoint = self.preferred();
+                self.pass(frame, endpoint, effects).await
+            }
+            TxControl::TwoPhase => self.reject(not_supported(TWO_PHASE)).await,
+        }
+    }
+
+    fn show_route(&mut self, inner: &Plan) {
+        let mut out = BytesMut::new();
+        backend::text_row_description(&mut out, &["route"]);
+        let text = inner.explain();
+        let mut rows = 0;
+        for line in text.lines() {
+            backend::text_data_row(&mut out, &[line]);
+            rows += 1;
+        }
+        backend::command_complete(&mut out, &format!("SELECT {rows}"));
+        backend::ready_for_query(&mut out, self.tx);
+        self.synthetic(out.freeze());
+    }
+
+    pub(super) fn broadcast_endpoints(&self, keyspaces: &[String]) -> Result<Vec<Endpoint>, ClientError> {
+        let mut endpoints = Vec::new();
+        for ks in keyspaces {
+            endpoints.extend(self.topology.keyspace_endpoints(ks)?);
+        }
+        endpoints.sort_unstable();
+        endpoints.dedup();
+        Ok(endpoints)
+    }
+
+    /// Groups an INSERT's rows by the endpoint their sharding key maps to, in first-seen order.
+    pub(super) fn split_rows(
+        &self,
+        ins: &InsertSplit,
+        params: Option<&BoundParams<'_>>,
+    ) -> Result<Vec<(Endpoint, Vec<usize>)>, ClientError> {
+        let mut groups: Vec<(Endpoint, Vec<usize>)> = Vec::new();
+        for (i, key) in ins.keys.iter().enumerate() {
+            let endpoint = self.topology.resolve_key(&ins.keyspace, &ins.vindex, key, params)?;
+            match groups.iter_mut().find(|(e, _)| *e == endpoint) {
+                Some((_, rows)) => rows.push(i),
+                None => groups.push((endpoint, vec![i])),
+            }
+        }
+        Ok(groups)
+    }
+
+    async fn insert_split_query(
+        &mut self,
+        frame: Frame,
+        ins: &InsertSplit,
+        effects: &[SessionEffect],
+    ) -> Result<(), End> {
+        let groups = match self.split_rows(ins, None) {
+            Ok(g) => g,
+            Err(e) => return self.reject(e).await,
+        };
+        if let [(endpoint, _)] = groups[..] {
+            return self.pass(frame, endpoint, effects).await;
+        }
+        let endpoints: Vec<Endpoint> = groups.iter().map(|(e, _)| *e).collect();
+        let sqls: Vec<String> = groups.iter().map(|(_, rows)| ins.template.sql_for_rows(rows).0).collect();
+        let requests: Vec<LegRequest<'_>> = sqls.iter().map(|s| LegRequest::Simple(s)).collect();
+        let rows_of: Vec<Vec<usize>> = groups.into_iter().map(|(_, r)| r).collect();
+        if ins.returning {
+            self.run_fan_out(&endpoints, &requests, &mut Reorder::new(rows_of, true), false).await
+        } else {
+            self.run_fan_out(&endpoints, &requests, &mut Concat::new(true), false).await
+        }
+    }
+}
+
+const MULTI_FAN_OUT: &str = "pg-router: DDL on several shards, INSERTs whose rows go to several shards and \
+                             SHOW ROUTE must be sent as their own query, not in a query string with \
+                             several statements";
+
+const TWO_PHASE: &str = "pg-router: PREPARE TRANSACTION, COMMIT PREPARED and ROLLBACK PREPARED cannot be \
+                         sent through the router";

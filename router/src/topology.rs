@@ -1,0 +1,250 @@
+//! The sharding topology a statement runs against: VSchema, shard map, the planner built for
+//! them, and where each shard lives.
+//!
+//! A [`Topology`] is immutable and versioned. Sessions take an `Arc` snapshot per statement
+//! (per transaction while one is open), so a statement never mixes two versions; a new version
+//! is swapped in whole ([`TopologyHandle::set`]).
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use planner::{KeyExpr, KeyVindex, PlanError, Planner, PlannerOptions, Target};
+use vindex::{Destination, ShardMap, TypeOid, ValidatedVSchema, Value};
+
+use crate::config::{RoutingConfig, ShardConfig};
+use crate::error::{sqlstate, ClientError};
+
+/// Index into the configured `[[shards]]` (a backend endpoint; the pool key's `shard`).
+pub type Endpoint = usize;
+
+pub struct Topology {
+    pub version: u64,
+    pub vschema: Arc<ValidatedVSchema>,
+    pub shard_map: Arc<ShardMap>,
+    pub planner: Planner,
+    /// Shard name → endpoint.
+    endpoints: HashMap<String, Endpoint>,
+    /// Endpoint for [`Target::Any`] when the session holds none: the default keyspace's shard,
+    /// else the first configured shard.
+    default_endpoint: Endpoint,
+}
+
+/// Bound parameter values of one Bind, as the router needs them to resolve `$n` keys.
+pub struct BoundParams<'a> {
+    /// Per parameter: its format code (0 text, 1 binary).
+    pub formats: Vec<i16>,
+    pub values: Vec<Option<&'a [u8]>>,
+    /// Declared type OIDs from the Parse (0 = unspecified).
+    pub types: Vec<u32>,
+}
+
+impl Topology {
+    pub fn new(routing: &RoutingConfig, shards: &[ShardConfig]) -> Result<Self, PlanError> {
+        let planner = Planner::new(
+            routing.vschema.clone(),
+            PlannerOptions {
+                default_keyspace: routing.default_keyspace.clone(),
+                cache_capacity: routing.plan_cache_size,
+            },
+        )?;
+        let endpoints: HashMap<String, Endpoint> =
+            shards.iter().enumerate().map(|(i, s)| (s.name.clone(), i)).collect();
+        let default_endpoint = routing
+            .default_keyspace
+            .as_deref()
+            .and_then(|ks| routing.shard_map.keyspace(ks).ok())
+            .and_then(|k| k.shards().first())
+            .and_then(|s| endpoints.get(s.name.as_str()).copied())
+            .unwrap_or(0);
+        Ok(Self {
+            version: routing.shard_map.version(),
+            vschema: routing.vschema.clone(),
+            shard_map: routing.shard_map.clone(),
+            planner,
+            endpoints,
+            default_endpoint,
+        })
+    }
+
+    pub fn default_endpoint(&self) -> Endpoint {
+        self.default_endpoint
+    }
+
+    fn endpoint(&self, shard: &str) -> Result<Endpoint, ClientError> {
+        self.endpoints.get(shard).copied().ok_or_else(|| {
+            ClientError::new(
+                "routing",
+                sqlstate::INTERNAL_ERROR,
+                format!("pg-router: shard {shard} has no configured endpoint"),
+            )
+        })
+    }
+
+    /// Every endpoint of a keyspace, in key-range order.
+    pub fn keyspace_endpoints(&self, keyspace: &str) -> Result<Vec<Endpoint>, ClientError> {
+        let ks = self.shard_map.keyspace(keyspace).map_err(routing_error)?;
+        ks.shards().iter().map(|s| self.endpoint(s.name.as_str())).collect()
+    }
+
+    /// The endpoints a target resolves to, sorted and deduplicated. Empty means "no shard can
+    /// hold a matching row" (for example `WHERE id = NULL`). `preferred` is used for
+    /// [`Target::Any`].
+    pub fn resolve(
+        &self,
+        target: &Target,
+        params: Option<&BoundParams<'_>>,
+        preferred: Option<Endpoint>,
+    ) -> Result<Vec<Endpoint>, ClientError> {
+        match target {
+            Target::Any => Ok(vec![preferred.unwrap_or(self.default_endpoint)]),
+            Target::AnyOf { keyspace } => {
+                let all = self.keyspace_endpoints(keyspace)?;
+                match preferred.filter(|p| all.contains(p)).or_else(|| all.first().copied()) {
+                    Some(e) => Ok(vec![e]),
+                    None => Ok(all),
+                }
+            }
+            Target::Unsharded { keyspace } | Target::All { keyspace } => self.keyspace_endpoints(keyspace),
+            Target::Named { keyspace, shard } => {
+                if let Some(ks) = keyspace {
+                    let shards = self.shard_map.keyspace(ks).map_err(routing_error)?;
+                    if shards.shard_named(shard).is_none() {
+                        return Err(ClientError::new(
+                            "routing",
+                            sqlstate::UNDEFINED_OBJECT,
+                            format!("pg-router: keyspace {ks} has no shard {shard}"),
+                        ));
+                    }
+                }
+                self.endpoints.get(shard.as_str()).map(|e| vec![*e]).ok_or_else(|| {
+                    ClientError::new(
+                        "routing",
+                        sqlstate::UNDEFINED_OBJECT,
+                        format!("pg-router: no shard named {shard}"),
+                    )
+                })
+            }
+            Target::Keys { keyspace, vindex, values } => {
+                let column_type = vindex.vindex.column_type();
+                let Some(single) = vindex.vindex.as_single_column() else {
+                    return self.keyspace_endpoints(keyspace);
+                };
+                let shards = self.shard_map.keyspace(keyspace).map_err(routing_error)?;
+                let mut out = Vec::with_capacity(values.len());
+                for key in values {
+                    let value = match key {
+                        KeyExpr::Literal(v) => std::borrow::Cow::Borrowed(v),
+                        KeyExpr::Param(n) => std::borrow::Cow::Owned(bound_value(params, *n, column_type)?),
+                    };
+                    let dest = single.map_one(&value).map_err(key_error)?;
+                    if matches!(dest, Destination::None) {
+                        continue;
+                    }
+                    for shard in dest.resolve(shards).map_err(routing_error)? {
+                        out.push(self.endpoint(shard.name.as_str())?);
+                    }
+                }
+                out.sort_unstable();
+                out.dedup();
+                Ok(out)
+            }
+        }
+    }
+}
+
+impl Topology {
+    /// The endpoint a new row with this sharding key goes to (INSERT).
+    pub fn resolve_key(
+        &self,
+        keyspace: &str,
+        vindex: &KeyVindex,
+        key: &KeyExpr,
+        params: Option<&BoundParams<'_>>,
+    ) -> Result<Endpoint, ClientError> {
+        let column_type = vindex.vindex.column_type();
+        let value = match key {
+            KeyExpr::Literal(v) => v.clone(),
+            KeyExpr::Param(n) => bound_value(params, *n, column_type)?,
+        };
+        let not_computable = || {
+            ClientError::new(
+                "routing",
+                sqlstate::FEATURE_NOT_SUPPORTED,
+                format!("pg-router: vindex {} cannot place new rows", vindex.vindex.name()),
+            )
+        };
+        let single = vindex.vindex.as_single_column().ok_or_else(not_computable)?;
+        if value.is_null() {
+            return Err(ClientError::new(
+                "routing",
+                sqlstate::NOT_NULL_VIOLATION,
+                format!("pg-router: the sharding key {} of a new row must not be NULL", vindex.column),
+            ));
+        }
+        let dest = single.map_one(&value).map_err(key_error)?;
+        let shards = self.shard_map.keyspace(keyspace).map_err(routing_error)?;
+        match dest.resolve(shards).map_err(routing_error)?[..] {
+            [shard] => self.endpoint(shard.name.as_str()),
+            _ => Err(not_computable()),
+        }
+    }
+}
+
+/// The sharding-key value of parameter `$n` (1-based).
+fn bound_value(
+    params: Option<&BoundParams<'_>>,
+    n: usize,
+    column_type: vindex::ColumnType,
+) -> Result<Value, ClientError> {
+    let missing = || {
+        ClientError::new(
+            "routing",
+            sqlstate::PROTOCOL_VIOLATION,
+            format!("pg-router: the statement's sharding key is ${n}, but no value was bound for it"),
+        )
+    };
+    let p = params.ok_or_else(missing)?;
+    let i = n.checked_sub(1).ok_or_else(missing)?;
+    let raw = *p.values.get(i).ok_or_else(missing)?;
+    let oid = TypeOid(p.types.get(i).copied().unwrap_or(0));
+    let value = match p.formats.get(i).copied().unwrap_or(0) {
+        0 => Value::from_text_param(raw, oid, column_type),
+        _ => Value::from_binary_param(raw, oid, column_type),
+    };
+    value.map_err(key_error)
+}
+
+fn key_error(e: vindex::Error) -> ClientError {
+    ClientError::new("routing", sqlstate::INVALID_TEXT_REPRESENTATION, format!("pg-router: {e}"))
+}
+
+fn routing_error(e: vindex::Error) -> ClientError {
+    ClientError::new("routing", sqlstate::INTERNAL_ERROR, format!("pg-router: {e}"))
+}
+
+/// Where sessions get the current topology.
+pub struct TopologyHandle {
+    current: RwLock<Arc<Topology>>,
+}
+
+impl TopologyHandle {
+    pub fn new(t: Topology) -> Self {
+        Self { current: RwLock::new(Arc::new(t)) }
+    }
+
+    pub fn get(&self) -> Arc<Topology> {
+        match self.current.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Swaps in a new version; statements already running keep theirs.
+    pub fn set(&self, t: Topology) {
+        let mut g = match self.current.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        *g = Arc::new(t);
+    }
+}

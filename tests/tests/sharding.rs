@@ -1,0 +1,259 @@
+//! Routing through pg-router over real PostgreSQL shards: single-shard fast path, scatter
+//! merges, split INSERTs, broadcast DDL, cross-shard transactions, refusals.
+#![allow(clippy::unwrap_used)]
+
+use pg_router_tests::{commerce_routing, sharded_cluster, sqlstate, Cluster, Router, RouterOptions};
+use tokio_postgres::SimpleQueryMessage;
+
+fn router(shards: usize) -> Router {
+    Router::start(RouterOptions {
+        cluster: Some(sharded_cluster()),
+        shards,
+        extra: commerce_routing(shards),
+        ..RouterOptions::default()
+    })
+}
+
+const SCHEMA: &str = "
+    CREATE TABLE users (id bigint PRIMARY KEY, name text NOT NULL, country text, score numeric(10,2));
+    CREATE TABLE orders (id bigint, user_id bigint NOT NULL, amount numeric(12,2), qty int,
+                         PRIMARY KEY (user_id, id));
+    CREATE TABLE countries (code text PRIMARY KEY, name text);
+";
+
+/// Rows of a simple query as text.
+async fn rows(c: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Option<String>>> {
+    let msgs = c.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e} {:?}", e.as_db_error()));
+    msgs.into_iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn shard_count(c: &Cluster, shard: usize, sql: &str) -> i64 {
+    c.psql(shard, "app", sql).unwrap().trim().parse().unwrap()
+}
+
+async fn setup(c: &tokio_postgres::Client) {
+    for stmt in SCHEMA.split(';').filter(|s| !s.trim().is_empty()) {
+        c.batch_execute(stmt).await.unwrap_or_else(|e| panic!("{stmt}: {e}"));
+    }
+    let mut values = Vec::new();
+    for id in 1..=40 {
+        values.push(format!("({id}, 'user{id}', '{}', {}.50)", ["de", "fr", "us"][id % 3], id * 3));
+    }
+    let sql = format!("INSERT INTO users (id, name, country, score) VALUES {}", values.join(", "));
+    assert_eq!(c.execute(&sql, &[]).await.unwrap(), 40);
+    let mut values = Vec::new();
+    for id in 1..=120 {
+        values.push(format!("({id}, {}, {}.25, {})", id % 40 + 1, id, id % 7));
+    }
+    c.batch_execute(&format!("INSERT INTO orders (id, user_id, amount, qty) VALUES {}", values.join(", ")))
+        .await
+        .unwrap();
+    c.batch_execute("INSERT INTO countries VALUES ('de', 'Germany'), ('fr', 'France'), ('us', 'USA')")
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_land_on_one_shard_and_reads_find_them() {
+    let r = router(4);
+    let cl = sharded_cluster();
+    let c = r.connect().await.unwrap();
+    setup(&c).await;
+    // DDL reached every shard; each user lives on exactly one; the reference table is everywhere.
+    let per_shard: Vec<i64> = (0..4).map(|s| shard_count(cl, s, "SELECT count(*) FROM users")).collect();
+    assert_eq!(per_shard.iter().sum::<i64>(), 40, "{per_shard:?}");
+    assert!(per_shard.iter().filter(|n| **n > 0).count() >= 3, "hash spreads rows: {per_shard:?}");
+    for s in 0..4 {
+        assert_eq!(shard_count(cl, s, "SELECT count(*) FROM countries"), 3);
+    }
+    // Orders are co-located with their user.
+    for s in 0..4 {
+        let strays = shard_count(
+            cl,
+            s,
+            "SELECT count(*) FROM orders o WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.id = o.user_id)",
+        );
+        assert_eq!(strays, 0, "shard {s} holds orders of users it does not hold");
+    }
+    // Point reads, simple and extended (binary int8 parameter).
+    assert_eq!(rows(&c, "SELECT name FROM users WHERE id = 17").await, vec![vec![Some("user17".into())]]);
+    let row = c.query_one("SELECT name, score FROM users WHERE id = $1", &[&23i64]).await.unwrap();
+    assert_eq!(row.get::<_, String>(0), "user23");
+    let stmt = c.prepare("SELECT count(*) FROM orders WHERE user_id = $1").await.unwrap();
+    for uid in [1i64, 2, 3, 39] {
+        let n: i64 = c.query_one(&stmt, &[&uid]).await.unwrap().get(0);
+        assert_eq!(n, 3, "user {uid}");
+    }
+    // IN-list over several shards, merged in order.
+    assert_eq!(
+        rows(&c, "SELECT id FROM users WHERE id IN (5, 1, 33, 12) ORDER BY id DESC").await,
+        vec![
+            vec![Some("33".into())],
+            vec![Some("12".into())],
+            vec![Some("5".into())],
+            vec![Some("1".into())]
+        ]
+    );
+    // Co-located join routed by key; reference join.
+    assert_eq!(
+        rows(&c, "SELECT count(*) FROM users u JOIN orders o ON o.user_id = u.id WHERE u.id = 7").await,
+        vec![vec![Some("3".into())]]
+    );
+    assert_eq!(
+        rows(&c, "SELECT c.name FROM users u JOIN countries c ON c.code = u.country WHERE u.id = 2").await,
+        vec![vec![Some("USA".into())]]
+    );
+    // No match: NULL key.
+    assert!(rows(&c, "SELECT * FROM users WHERE id = NULL").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scatter_merges_like_one_server() {
+    let r = router(4);
+    let c = r.connect().await.unwrap();
+    setup(&c).await;
+    let one = |v: &str| vec![vec![Some(v.to_owned())]];
+    assert_eq!(rows(&c, "SELECT count(*) FROM users").await, one("40"));
+    assert_eq!(
+        rows(&c, "SELECT sum(qty), min(amount), max(amount) FROM orders").await,
+        vec![vec![Some("358".into()), Some("1.25".into()), Some("120.25".into())]]
+    );
+    assert_eq!(rows(&c, "SELECT avg(qty) FROM orders").await, one("2.9833333333333333"));
+    assert_eq!(rows(&c, "SELECT count(*) FROM users WHERE id > 1000").await, one("0"));
+    assert_eq!(
+        rows(&c, "SELECT id, name FROM users ORDER BY score DESC LIMIT 3 OFFSET 1").await,
+        vec![
+            vec![Some("39".into()), Some("user39".into())],
+            vec![Some("38".into()), Some("user38".into())],
+            vec![Some("37".into()), Some("user37".into())],
+        ]
+    );
+    assert_eq!(
+        rows(&c, "SELECT country, count(*), sum(score) FROM users GROUP BY country ORDER BY country").await,
+        vec![
+            vec![Some("de".into()), Some("13".into()), Some("825.50".into())],
+            vec![Some("fr".into()), Some("14".into()), Some("868.00".into())],
+            vec![Some("us".into()), Some("13".into()), Some("786.50".into())],
+        ]
+    );
+    assert_eq!(
+        rows(&c, "SELECT country FROM users GROUP BY country HAVING count(*) > 13 ORDER BY 1").await,
+        one("fr")
+    );
+    assert_eq!(rows(&c, "SELECT count(DISTINCT country) FROM users").await, one("3"));
+    assert_eq!(
+        rows(&c, "SELECT DISTINCT qty FROM orders ORDER BY qty DESC LIMIT 2").await,
+        vec![vec![Some("6".into())], vec![Some("5".into())]]
+    );
+    // Extended protocol with binary results.
+    let rows_ext =
+        c.query("SELECT id, score FROM users WHERE id > $1 ORDER BY id LIMIT 3", &[&30i64]).await.unwrap();
+    let ids: Vec<i64> = rows_ext.iter().map(|r| r.get(0)).collect();
+    assert_eq!(ids, vec![31, 32, 33]);
+    let n: i64 = c.query_one("SELECT count(*) FROM orders WHERE qty = $1", &[&3i32]).await.unwrap().get(0);
+    assert_eq!(n, 17);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_route_split_and_broadcast() {
+    let r = router(4);
+    let cl = sharded_cluster();
+    let c = r.connect().await.unwrap();
+    setup(&c).await;
+    // RETURNING rows come back in VALUES order even though the rows went to several shards.
+    let ret = rows(
+        &c,
+        "INSERT INTO users (id, name) VALUES (101, 'a'), (102, 'b'), (103, 'c'), (104, 'd') RETURNING id",
+    )
+    .await;
+    assert_eq!(ret, (101..=104).map(|i| vec![Some(i.to_string())]).collect::<Vec<_>>());
+    // Extended-protocol split INSERT with parameters.
+    let n = c
+        .execute("INSERT INTO users (id, name) VALUES ($1, $2), ($3, $4)", &[&201i64, &"x", &202i64, &"y"])
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    assert_eq!(rows(&c, "SELECT name FROM users WHERE id = 202").await, vec![vec![Some("y".into())]]);
+    // Scattered UPDATE sums the shards' counts; keyed UPDATE touches one shard.
+    assert_eq!(c.execute("UPDATE orders SET qty = qty + 1 WHERE qty = 0", &[]).await.unwrap(), 17);
+    assert_eq!(c.execute("UPDATE users SET name = 'renamed' WHERE id = $1", &[&5i64]).await.unwrap(), 1);
+    assert_eq!(c.execute("DELETE FROM orders WHERE amount > 100", &[]).await.unwrap(), 21);
+    // Reference-table writes reach every shard; the count is the statement's, not the sum.
+    assert_eq!(c.execute("UPDATE countries SET name = upper(name)", &[]).await.unwrap(), 3);
+    for s in 0..4 {
+        assert_eq!(
+            cl.psql(s, "app", "SELECT name FROM countries WHERE code = 'de'").unwrap().trim(),
+            "GERMANY"
+        );
+    }
+    // A sharding key cannot change in place.
+    let e = c.execute("UPDATE users SET id = 1000 WHERE id = 1", &[]).await.unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("0A000"), "{e}");
+    // An INSERT into a sharded table without the key is refused clearly.
+    let e = c.batch_execute("INSERT INTO orders (id, amount) VALUES (1, 2)").await.unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("0A000"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_span_shards() {
+    let r = router(4);
+    let c = r.connect().await.unwrap();
+    setup(&c).await;
+    // Rolled back on every shard it touched.
+    c.batch_execute("BEGIN").await.unwrap();
+    c.batch_execute("INSERT INTO users (id, name) VALUES (301, 'p')").await.unwrap();
+    c.batch_execute("INSERT INTO users (id, name) VALUES (302, 'q'), (303, 'r'), (304, 's')").await.unwrap();
+    assert_eq!(rows(&c, "SELECT count(*) FROM users WHERE id > 300").await, vec![vec![Some("4".into())]]);
+    c.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(rows(&c, "SELECT count(*) FROM users WHERE id > 300").await, vec![vec![Some("0".into())]]);
+    // Committed on every shard it touched (tokio-postgres transaction: extended protocol).
+    let mut c2 = r.connect().await.unwrap();
+    let tx = c2.transaction().await.unwrap();
+    for id in 311..=318i64 {
+        tx.execute("INSERT INTO users (id, name) VALUES ($1, 'tx')", &[&id]).await.unwrap();
+    }
+    let n: i64 = tx.query_one("SELECT count(*) FROM users WHERE name = 'tx'", &[]).await.unwrap().get(0);
+    assert_eq!(n, 8, "a transaction reads its own writes across shards");
+    tx.commit().await.unwrap();
+    assert_eq!(rows(&c, "SELECT count(*) FROM users WHERE name = 'tx'").await, vec![vec![Some("8".into())]]);
+    // An error aborts the whole transaction, as on one server.
+    c.batch_execute("BEGIN").await.unwrap();
+    c.batch_execute("INSERT INTO users (id, name) VALUES (321, 'e')").await.unwrap();
+    let e = c.batch_execute("INSERT INTO users (id, name) VALUES (1, 'dup')").await.unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("23505"));
+    let e = c.batch_execute("SELECT count(*) FROM users").await.unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("25P02"), "{e}");
+    c.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(rows(&c, "SELECT count(*) FROM users WHERE id = 321").await, vec![vec![Some("0".into())]]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_route_hints_and_refusals() {
+    let r = router(4);
+    let c = r.connect().await.unwrap();
+    setup(&c).await;
+    let plan = rows(&c, "SHOW ROUTE FOR SELECT * FROM users WHERE id = 1").await;
+    assert!(!plan.is_empty());
+    let text: Vec<String> = plan.into_iter().map(|r| r[0].clone().unwrap()).collect();
+    assert!(text.join("\n").contains("hash_id"), "{text:?}");
+    // A routing hint pins a statement to a shard.
+    let n = rows(&c, "/* pg_router: shard=s2 */ SELECT count(*) FROM users").await;
+    let direct = shard_count(sharded_cluster(), 2, "SELECT count(*) FROM users");
+    assert_eq!(n, vec![vec![Some(direct.to_string())]]);
+    // Shapes the router cannot answer correctly are refused with 0A000.
+    for sql in [
+        "SELECT u.id FROM users u JOIN products p ON p.sku = u.name",
+        "SELECT id, row_number() OVER (ORDER BY id) FROM users",
+        "SELECT string_agg(name, ',') FROM users",
+    ] {
+        let e = c.batch_execute(sql).await.unwrap_err();
+        assert_eq!(sqlstate(&e).as_deref(), Some("0A000"), "{sql}: {e}");
+    }
+    // The session is still fine.
+    assert_eq!(rows(&c, "SELECT 1").await, vec![vec![Some("1".into())]]);
+}
