@@ -27,13 +27,16 @@ pub struct Topology {
     /// Endpoint for [`Target::Any`] when the session holds none: the default keyspace's shard,
     /// else the first configured shard.
     default_endpoint: Endpoint,
+    /// Set when every shard of every keyspace is this one endpoint: routing cannot change
+    /// anything, so statements skip the planner (a plain pooler costs no parsing).
+    single_endpoint: Option<Endpoint>,
 }
 
 /// Bound parameter values of one Bind, as the router needs them to resolve `$n` keys.
 pub struct BoundParams<'a> {
     /// Per parameter: its format code (0 text, 1 binary).
-    pub formats: Vec<i16>,
-    pub values: Vec<Option<&'a [u8]>>,
+    pub formats: &'a [i16],
+    pub values: &'a [Option<&'a [u8]>],
     /// Declared type OIDs from the Parse (0 = unspecified).
     pub types: Vec<u32>,
 }
@@ -56,6 +59,15 @@ impl Topology {
             .and_then(|k| k.shards().first())
             .and_then(|s| endpoints.get(s.name.as_str()).copied())
             .unwrap_or(0);
+        let mut all = routing
+            .shard_map
+            .keyspaces()
+            .flat_map(|k| k.shards().iter().map(|s| endpoints.get(s.name.as_str()).copied()));
+        let first = all.next().flatten();
+        let single_endpoint = match first {
+            Some(e) if all.all(|x| x == Some(e)) => Some(e),
+            _ => None,
+        };
         Ok(Self {
             version: routing.shard_map.version(),
             vschema: routing.vschema.clone(),
@@ -63,7 +75,13 @@ impl Topology {
             planner,
             endpoints,
             default_endpoint,
+            single_endpoint,
         })
+    }
+
+    /// The only endpoint, when the topology has one (see the field).
+    pub fn single_endpoint(&self) -> Option<Endpoint> {
+        self.single_endpoint
     }
 
     pub fn default_endpoint(&self) -> Endpoint {

@@ -257,3 +257,44 @@ async fn show_route_hints_and_refusals() {
     // The session is still fine.
     assert_eq!(rows(&c, "SELECT 1").await, vec![vec![Some("1".into())]]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_scripts_run_across_shards_in_every_mode() {
+    let r = router(4);
+    let c = r.connect().await.unwrap();
+    setup(&c).await;
+    let dir = std::env::temp_dir().join(format!("pgr-scripts-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let scripts = [
+        ("point.sql", "\\set id random(1, 40)\nSELECT name FROM users WHERE id = :id;\n"),
+        ("top.sql", "SELECT id, score FROM users ORDER BY score DESC, id LIMIT 10;\n"),
+        ("count.sql", "SELECT count(*) FROM orders;\n"),
+        ("group.sql", "SELECT country, count(*), avg(score) FROM users GROUP BY country;\n"),
+        ("write.sql", "\\set id random(1, 40)\nBEGIN;\nUPDATE users SET score = score + 1 WHERE id = :id;\nSELECT count(*) FROM orders WHERE user_id = :id;\nEND;\n"),
+    ];
+    for (name, text) in scripts {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        for mode in ["simple", "extended", "prepared"] {
+            let conninfo = r.conninfo("");
+            let (ok, out) = pg_router_tests::run_tool(
+                "pgbench",
+                &[
+                    "-n",
+                    "-c",
+                    "4",
+                    "-j",
+                    "2",
+                    "-t",
+                    "50",
+                    "-M",
+                    mode,
+                    "-f",
+                    path.to_str().unwrap(),
+                    &conninfo,
+                ],
+            );
+            assert!(ok && out.contains("number of failed transactions: 0 "), "{name} -M {mode}:\n{out}");
+        }
+    }
+}

@@ -81,10 +81,6 @@ impl Session {
             self.refuse(unsupported_error(reason), true);
             return Ok(());
         }
-        if let Err(e) = self.topology.planner.plan(parse.query) {
-            self.refuse(plan_error(&e), true);
-            return Ok(());
-        }
         match def {
             None => {
                 self.unnamed = Some(Unnamed {
@@ -137,6 +133,11 @@ impl Session {
             return self.forward_any(frame, Some(Expect::Bind)).await;
         };
         self.shared.metrics.statement(def.as_ref().map_or(self.unnamed_kind, |d| d.kind));
+        if let Some(endpoint) = self.topology.single_endpoint() {
+            if !super::simple::is_show_route(&query) {
+                return self.bind_on(endpoint, &frame, def).await;
+            }
+        }
         let plan = match self.topology.planner.plan(&query) {
             Ok(p) => p,
             Err(e) => {
@@ -147,8 +148,8 @@ impl Session {
         };
         let params = bind.params().map_err(decode_error)?;
         let bound = BoundParams {
-            formats: params.formats.clone(),
-            values: params.values.clone(),
+            formats: &params.formats,
+            values: &params.values,
             types: param_oids(&param_types),
         };
         let kind =

@@ -315,7 +315,6 @@ impl Session {
     pub(super) fn release_all(&mut self) {
         self.backend = None;
         self.others.clear();
-        self.portals.clear();
         self.set_cancel_target();
     }
 }

@@ -40,6 +40,11 @@ impl Session {
         if let Some(reason) = self.unsupported(&effects) {
             return self.reject(unsupported_error(reason)).await;
         }
+        if let Some(endpoint) = self.topology.single_endpoint() {
+            if !is_show_route(&text) {
+                return self.pass(frame, endpoint, &effects).await;
+            }
+        }
         let plan = match self.topology.planner.plan(&text) {
             Ok(p) => p,
             Err(e) => return self.reject(plan_error(&e)).await,
@@ -412,6 +417,12 @@ impl Session {
             self.run_fan_out(&endpoints, &requests, &mut Concat::new(true), false).await
         }
     }
+}
+
+/// `SHOW ROUTE FOR ...` (pg-router's own statement, which the planner answers).
+pub(super) fn is_show_route(text: &str) -> bool {
+    let t = text.trim_start();
+    t.len() >= 10 && t.as_bytes()[..10].eq_ignore_ascii_case(b"show route")
 }
 
 const MULTI_FAN_OUT: &str = "pg-router: DDL on several shards, INSERTs whose rows go to several shards and \

@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# Multi-shard benchmark, in one run on this machine (pgbench custom scripts):
+#   point   SELECT by sharding key          direct | pg-router pass-through (1 shard, no VSchema)
+#                                            | pg-router over 4 shards (routed by hash(aid))
+#   top10   SELECT ... ORDER BY ... LIMIT 10 direct | pg-router over 4 shards (scatter, merge)
+#   count   SELECT count(*)                  direct | pg-router over 4 shards (scatter, sum)
+# "direct" is one PostgreSQL holding all rows; the 4 shards hold a quarter each. Prints TPS and
+# ratios: routed point selects vs the pass-through router (the planner's cost), and everything
+# vs direct.
+#
+#   BENCH_SECONDS=20   duration of each row
+#   BENCH_CLIENTS=16   pgbench clients (-c); -j 2
+#   BENCH_ROWS=200000  rows in the table
+#   BENCH_MODES        point-select modes, default "simple extended prepared"
+#   ROUTER_WORKERS     pg-router server.worker_threads (default 1)
+#   PG_ROUTER_BIN      pg-router binary (default: cargo build --release)
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=../deploy/local/common.sh
+. "$ROOT/deploy/local/common.sh"
+SECONDS_PER_ROW=${BENCH_SECONDS:-20}
+CLIENTS=${BENCH_CLIENTS:-16}
+ROWS=${BENCH_ROWS:-200000}
+MODES=${BENCH_MODES:-simple extended prepared}
+ROUTER_WORKERS=${ROUTER_WORKERS:-1}
+POOL=20
+
+ensure_postgres
+if [ -z "${PG_ROUTER_BIN:-}" ]; then
+  (cd "$ROOT" && cargo build --release -q -p router --bin pg-router)
+  PG_ROUTER_BIN=$ROOT/target/release/pg-router
+fi
+
+WORK=$(mktemp -d /tmp/pg-router-shards.XXXXXX)
+make_dir "$WORK"
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for i in 0 1 2 3 4; do stop_shard "$WORK/pg$i"; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# pg0: direct (all rows); pg1..pg4: the shards.
+PORTS=()
+for i in 0 1 2 3 4; do
+  PORTS[i]=$(free_port)
+  start_shard "$WORK/pg$i" "${PORTS[i]}" bench bench-pw
+  as_pg psql -X -q -h "$WORK/pg$i" -p "${PORTS[i]}" -U bench -d postgres -c "CREATE DATABASE bench" >/dev/null
+done
+
+# Both routers get the same total number of backend connections ($POOL): on a small machine
+# 4 x $POOL PostgreSQL backends would measure CPU contention, not routing.
+common_config() {
+  cat <<CONF
+databases = ["bench"]
+[server]
+listen = "127.0.0.1:$1"
+worker_threads = $ROUTER_WORKERS
+[pool]
+max_size = $2
+[[users]]
+name = "bench"
+password = "bench-pw"
+CONF
+}
+
+PASS_PORT=$(free_port)
+{ common_config "$PASS_PORT" "$POOL"; printf '[[shards]]\nname = "s0"\nhost = "127.0.0.1"\nport = %s\n' "${PORTS[0]}"; } \
+  >"$WORK/pass.toml"
+
+SHARD_PORT=$(free_port)
+{
+  common_config "$SHARD_PORT" $((POOL / 4))
+  for i in 1 2 3 4; do printf '[[shards]]\nname = "s%s"\nhost = "127.0.0.1"\nport = %s\n' "$i" "${PORTS[i]}"; done
+  cat <<'CONF'
+[routing]
+default_keyspace = "main"
+[vschema.keyspaces.main]
+sharded = false
+[vschema.keyspaces.bench]
+sharded = true
+vindexes.hash_aid = { type = "hash", params = { column_type = "int" } }
+tables.accounts = { column_vindexes = [{ column = "aid", vindex = "hash_aid" }] }
+[shard_map]
+version = 1
+keyspaces.main.shards = [{ name = "s1", range = "-" }]
+keyspaces.bench.shards = [
+  { name = "s1", range = "-40" }, { name = "s2", range = "40-80" },
+  { name = "s3", range = "80-c0" }, { name = "s4", range = "c0-" },
+]
+CONF
+} >"$WORK/shards.toml"
+
+for cfg in pass shards; do
+  PG_ROUTER_LOG=warn "$PG_ROUTER_BIN" serve --config "$WORK/$cfg.toml" >"$WORK/$cfg.log" 2>&1 &
+  PIDS+=($!)
+done
+wait_port "$PASS_PORT"
+wait_port "$SHARD_PORT"
+
+# The same rows everywhere: direct gets them in one statement, the sharded router gets them
+# through multi-row INSERTs it splits by shard.
+TABLE="CREATE TABLE accounts (aid bigint PRIMARY KEY, bid int NOT NULL, abalance int NOT NULL, filler char(84))"
+export PGPASSWORD=bench-pw
+psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "${PORTS[0]}" -U bench bench -c "$TABLE" \
+  -c "INSERT INTO accounts SELECT g, g % 100, (g * 7919) % 100000, '' FROM generate_series(1, $ROWS) g" \
+  -c "VACUUM ANALYZE accounts"
+psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$SHARD_PORT" -U bench bench -c "$TABLE"
+awk -v n="$ROWS" 'BEGIN {
+  for (s = 1; s <= n; s += 1000) {
+    printf "INSERT INTO accounts (aid, bid, abalance, filler) VALUES ";
+    e = s + 999; if (e > n) e = n;
+    for (g = s; g <= e; g++) printf "%s(%d, %d, %d, %s)", (g > s ? ", " : ""), g, g % 100, (g * 7919) % 100000, "'"''"'";
+    print ";";
+  }
+}' >"$WORK/load.sql"
+psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$SHARD_PORT" -U bench bench -f "$WORK/load.sql"
+for i in 1 2 3 4; do
+  as_pg psql -X -q -h "$WORK/pg$i" -p "${PORTS[i]}" -U bench bench -c "VACUUM ANALYZE accounts"
+done
+
+cat >"$WORK/point.sql" <<SQL
+\\set aid random(1, $ROWS)
+SELECT abalance FROM accounts WHERE aid = :aid;
+SQL
+echo "SELECT aid, abalance FROM accounts ORDER BY abalance DESC, aid LIMIT 10;" >"$WORK/top10.sql"
+echo "SELECT count(*) FROM accounts;" >"$WORK/count.sql"
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+TICKS=$(getconf CLK_TCK)
+
+# run PORT MODE SCRIPT [ROUTER_PID] -> "tps" or "tps/µs-per-tx" (the router's CPU time per transaction)
+run() {
+  local out before after txs
+  before=$( [ -n "${4:-}" ] && cpu_ticks "$4" || echo 0 )
+  out=$(pgbench -n -c "$CLIENTS" -j 2 -T "$SECONDS_PER_ROW" -M "$2" -f "$WORK/$3.sql" \
+        -h 127.0.0.1 -p "$1" -U bench bench 2>&1) || { echo failed; return; }
+  after=$( [ -n "${4:-}" ] && cpu_ticks "$4" || echo 0 )
+  grep -q "number of failed transactions: 0 " <<<"$out" || { echo failed; return; }
+  txs=$(awk '/^number of transactions actually processed:/{print $6}' <<<"$out")
+  if [ -n "${4:-}" ]; then
+    awk -v tps="$(awk '/^tps = /{print $3}' <<<"$out")" -v d=$((after - before)) -v t="$TICKS" -v n="$txs" \
+      'BEGIN{printf "%.0f/%.1f", tps, d / t * 1e6 / n}'
+  else
+    awk '/^tps = /{printf "%.0f", $3}' <<<"$out"
+  fi
+}
+ratio() { awk -v a="${1%%/*}" -v b="${2%%/*}" 'BEGIN{ if (a ~ /^[0-9.]+$/ && b > 0) printf "%.2f", a / b; else print "-" }'; }
+
+echo "pgbench custom scripts: $CLIENTS clients, -j 2, ${SECONDS_PER_ROW}s per row, $ROWS rows," \
+  "pg-router worker_threads = $ROUTER_WORKERS; $(nproc) cores"
+echo
+echo "tps/µs: TPS and the router process's CPU time per transaction"
+echo
+printf '| %-8s | %-8s | %10s | %26s | %34s |\n' query mode "direct tps" "pass-through tps/µs (÷direct)" \
+  "4 shards tps/µs (÷direct, ÷pass)"
+printf '|%s|\n' "----------|----------|------------|-------------------------------|------------------------------------"
+for mode in $MODES; do
+  d=$(run "${PORTS[0]}" "$mode" point)
+  p=$(run "$PASS_PORT" "$mode" point "${PIDS[0]}")
+  s=$(run "$SHARD_PORT" "$mode" point "${PIDS[1]}")
+  printf '| %-8s | %-8s | %10s | %29s | %34s |\n' point "$mode" "$d" "$p ($(ratio "$p" "$d"))" \
+    "$s ($(ratio "$s" "$d"), $(ratio "$s" "$p"))"
+done
+for q in top10 count; do
+  d=$(run "${PORTS[0]}" extended "$q")
+  s=$(run "$SHARD_PORT" extended "$q" "${PIDS[1]}")
+  printf '| %-8s | %-8s | %10s | %29s | %34s |\n' "$q" extended "$d" "-" "$s ($(ratio "$s" "$d"), -)"
+done
