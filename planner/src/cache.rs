@@ -12,34 +12,40 @@ use crate::plan::Plan;
 
 type Entry = Result<Arc<Plan>, PlanError>;
 
-#[derive(Debug, Default)]
-struct Inner {
-    map: HashMap<Arc<str>, Entry>,
+#[derive(Debug)]
+struct Inner<V> {
+    map: HashMap<Arc<str>, V>,
     order: VecDeque<Arc<str>>,
 }
 
-/// Bounded map from statement text to plan.
-#[derive(Debug)]
-pub(crate) struct PlanCache {
-    capacity: usize,
-    inner: Mutex<Inner>,
+impl<V> Default for Inner<V> {
+    fn default() -> Self {
+        Inner { map: HashMap::new(), order: VecDeque::new() }
+    }
 }
 
-impl PlanCache {
+/// Bounded map from statement text to plan (or, for the shape cache, to an optional template).
+#[derive(Debug)]
+pub(crate) struct PlanCache<V = Entry> {
+    capacity: usize,
+    inner: Mutex<Inner<V>>,
+}
+
+impl<V: Clone> PlanCache<V> {
     pub(crate) fn new(capacity: usize) -> Self {
         PlanCache { capacity, inner: Mutex::new(Inner::default()) }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    fn lock(&self) -> MutexGuard<'_, Inner<V>> {
         // A panic while holding the lock cannot leave the map inconsistent (single inserts).
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn get(&self, sql: &str) -> Option<Entry> {
+    pub(crate) fn get(&self, sql: &str) -> Option<V> {
         self.lock().map.get(sql).cloned()
     }
 
-    pub(crate) fn insert(&self, sql: &str, entry: Entry) {
+    pub(crate) fn insert(&self, sql: &str, entry: V) {
         if self.capacity == 0 {
             return;
         }
@@ -77,14 +83,14 @@ mod tests {
 
     #[test]
     fn bounded_fifo() {
-        let c = PlanCache::new(2);
+        let c: PlanCache = PlanCache::new(2);
         c.insert("a", plan());
         c.insert("b", plan());
         c.insert("c", Err(PlanError::TooComplex));
         assert_eq!(c.len(), 2);
         assert!(c.get("a").is_none());
         assert!(matches!(c.get("c"), Some(Err(PlanError::TooComplex))));
-        let zero = PlanCache::new(0);
+        let zero: PlanCache = PlanCache::new(0);
         zero.insert("a", plan());
         assert!(zero.get("a").is_none());
     }

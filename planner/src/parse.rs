@@ -242,6 +242,43 @@ pub(crate) fn max_param(sql: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// The shape of a statement for the shape cache: the text with every number and string
+/// literal replaced by a placeholder numbered after the text's own (`$base+1`, ...), the
+/// literals' source texts, and `base` (the highest placeholder already in the text). `None`
+/// for texts the shape cache does not handle (routing hints and `SHOW ROUTE`, which plan by
+/// exact text; several statements; no literals).
+pub(crate) fn shape(sql: &str) -> Option<(String, Vec<&str>, usize)> {
+    let tokens = lex(sql);
+    let mut base = 0;
+    let mut literals = Vec::new();
+    for t in &tokens {
+        match &t.kind {
+            TokenKind::Param(n) => base = base.max(*n),
+            TokenKind::Number | TokenKind::Str => literals.push(&sql[t.span.clone()]),
+            TokenKind::Semicolon => return None,
+            TokenKind::Comment if sql[t.span.clone()].contains("pg_router") => return None,
+            _ => {}
+        }
+    }
+    if literals.is_empty() || show_route(sql).is_some() {
+        return None;
+    }
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut last = 0;
+    let mut k = base;
+    for t in &tokens {
+        if matches!(t.kind, TokenKind::Number | TokenKind::Str) {
+            k += 1;
+            out.push_str(&sql[last..t.span.start]);
+            out.push('$');
+            out.push_str(&k.to_string());
+            last = t.span.end;
+        }
+    }
+    out.push_str(&sql[last..]);
+    Some((out, literals, base))
+}
+
 /// Renumber placeholders `$1..$k` in order of first use; returns the text and, for each new
 /// number, the original one.
 pub(crate) fn renumber_params(sql: &str) -> (String, Vec<usize>) {

@@ -4,12 +4,12 @@
 
 use std::sync::Arc;
 
-use vindex::{TableKind, ValidatedVSchema};
+use vindex::{TableKind, ValidatedVSchema, Value};
 
 use crate::cache::PlanCache;
 use crate::error::PlanError;
 use crate::parse::{self, Fallback};
-use crate::plan::{Action, Plan, Route, StatementClass, Target, TxControl};
+use crate::plan::{Action, KeyExpr, Plan, Route, StatementClass, Target, TxControl};
 
 /// Planner settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +34,9 @@ pub struct Planner {
     vschema: Arc<ValidatedVSchema>,
     options: PlannerOptions,
     pub(crate) cache: PlanCache,
+    /// Statement shapes (literals replaced by placeholders) → a template plan whose keys are
+    /// those placeholders, or `None` when the shape's plan depends on more than its key values.
+    shapes: PlanCache<Option<Arc<Plan>>>,
 }
 
 impl Planner {
@@ -55,18 +58,48 @@ impl Planner {
             }
         }
         let cache = PlanCache::new(options.cache_capacity);
-        Ok(Planner { vschema, options, cache })
+        let shapes = PlanCache::new(options.cache_capacity);
+        Ok(Planner { vschema, options, cache, shapes })
     }
 
     /// The plan for a statement text (one or several statements), from the cache when the same
     /// text was planned before (errors are cached too). A cache hit does not parse.
+    ///
+    /// Texts that differ only in their literals (`... WHERE id = 1`, `... WHERE id = 2`, as the
+    /// simple protocol sends them) share one parse: the text's shape, with each literal
+    /// replaced by a placeholder, is planned once; when that plan runs on one shard picked by
+    /// key values alone, each text gets a copy with its own literals as the keys (see
+    /// [`Planner::plan_by_shape`]). Other shapes are planned by their exact text.
     pub fn plan(&self, sql: &str) -> Result<Arc<Plan>, PlanError> {
         if let Some(hit) = self.cache.get(sql) {
             return hit;
         }
+        if let Some(plan) = self.plan_by_shape(sql) {
+            return Ok(plan);
+        }
         let result = self.plan_uncached(sql).map(Arc::new);
         self.cache.insert(sql, result.clone());
         result
+    }
+
+    /// The plan of `sql` from its shape's template, if the shape has a reusable one.
+    ///
+    /// Reusable means: the shape plans to `Route { scatter: None }` (one shard, or several
+    /// only through a routing decision made at run time from key values), so the client's
+    /// text is forwarded unchanged and only the key values can differ between texts of the
+    /// same shape. A literal that is not a valid key value falls back to exact planning, which
+    /// reports the error or scatters as it would have.
+    fn plan_by_shape(&self, sql: &str) -> Option<Arc<Plan>> {
+        let (shape, literals, base) = parse::shape(sql)?;
+        let template = match self.shapes.get(&shape) {
+            Some(t) => t?,
+            None => {
+                let planned = self.plan_uncached(&shape).ok().filter(reusable).map(Arc::new);
+                self.shapes.insert(&shape, planned.clone());
+                planned?
+            }
+        };
+        instantiate(&template, &literals, base).map(Arc::new)
     }
 
     /// Plan without the cache.
@@ -197,6 +230,39 @@ impl Planner {
             }
         })
     }
+}
+
+/// See [`Planner::plan_by_shape`].
+fn reusable(plan: &Plan) -> bool {
+    matches!(&plan.action, Action::Route(Route { scatter: None, target: Target::Keys { .. } }))
+}
+
+/// The template with shape placeholder `$(base + k + 1)` replaced by literal `k`.
+fn instantiate(template: &Plan, literals: &[&str], base: usize) -> Option<Plan> {
+    let Action::Route(Route { target: Target::Keys { keyspace, vindex, values }, scatter: None }) =
+        &template.action
+    else {
+        return None;
+    };
+    let column_type = vindex.vindex.column_type();
+    let mut keys = Vec::with_capacity(values.len());
+    for v in values {
+        keys.push(match v {
+            KeyExpr::Param(n) if *n > base => {
+                let text = literals.get(n - base - 1)?;
+                KeyExpr::Literal(Value::from_sql_literal(text, column_type).ok()?)
+            }
+            other => other.clone(),
+        });
+    }
+    Some(Plan {
+        class: template.class,
+        action: Action::Route(Route {
+            target: Target::Keys { keyspace: keyspace.clone(), vindex: vindex.clone(), values: keys },
+            scatter: None,
+        }),
+        params: base,
+    })
 }
 
 pub(crate) fn route(target: Target) -> Action {

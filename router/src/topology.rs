@@ -105,8 +105,8 @@ impl Topology {
     }
 
     /// The endpoints a target resolves to, sorted and deduplicated. Empty means "no shard can
-    /// hold a matching row" (for example `WHERE id = NULL`). `preferred` is used for
-    /// [`Target::Any`].
+    /// hold a matching row" (for example `WHERE id = NULL`). `preferred` (a shard the session
+    /// holds) is used for [`Target::AnyOf`].
     pub fn resolve(
         &self,
         target: &Target,
@@ -114,7 +114,9 @@ impl Topology {
         preferred: Option<Endpoint>,
     ) -> Result<Vec<Endpoint>, ClientError> {
         match target {
-            Target::Any => Ok(vec![preferred.unwrap_or(self.default_endpoint)]),
+            // Always the same shard, so functions with side effects (nextval, advisory locks)
+            // act on one server.
+            Target::Any => Ok(vec![self.default_endpoint]),
             Target::AnyOf { keyspace } => {
                 let all = self.keyspace_endpoints(keyspace)?;
                 match preferred.filter(|p| all.contains(p)).or_else(|| all.first().copied()) {

@@ -147,11 +147,8 @@ impl Session {
             }
         };
         let params = bind.params().map_err(decode_error)?;
-        let bound = BoundParams {
-            formats: &params.formats,
-            values: &params.values,
-            types: param_oids(&param_types),
-        };
+        let bound =
+            BoundParams { formats: &params.formats, values: &params.values, types: param_oids(&param_types) };
         let kind =
             match &plan.action {
                 Action::Route(route) => {
