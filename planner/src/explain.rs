@@ -58,15 +58,23 @@ fn line(out: &mut String, depth: usize, text: &str) {
 fn write_plan(out: &mut String, plan: &Plan, depth: usize) {
     let mut head = match &plan.action {
         Action::Route(r) => target(&r.target),
-        Action::InsertSplit(s) => format!(
-            "InsertSplit keyspace={} table={} vindex={}({}) keys={}{}",
-            s.keyspace,
-            s.table,
-            s.vindex.vindex.name(),
-            s.vindex.column,
-            keys(&s.keys),
-            if s.returning { " returning" } else { "" }
-        ),
+        Action::InsertSplit(s) => {
+            format!(
+                "InsertSplit keyspace={} table={} vindex={}({}) keys={}{}",
+                s.keyspace,
+                s.table,
+                s.vindex.vindex.name(),
+                s.vindex.column,
+                keys(&s.keys),
+                if s.returning { " returning" } else { "" }
+            ) + &s
+                .auto_increment
+                .as_ref()
+                .map(|a| {
+                    format!(" auto_increment={} sequence={}.{}", a.column, a.sequence_keyspace, a.sequence)
+                })
+                .unwrap_or_default()
+        }
         Action::Broadcast(b) => {
             format!("Broadcast keyspaces=[{}]{}", b.keyspaces.join(", "), if b.write { " write" } else { "" })
         }

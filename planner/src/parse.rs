@@ -430,6 +430,32 @@ impl InsertTemplate {
         renumber_params(&stmt.to_string())
     }
 
+    /// Like [`InsertTemplate::sql_for_rows`], with `column` added to the column list and
+    /// `values[i]` (an integer) appended to row `rows[i]`.
+    #[must_use]
+    pub fn sql_for_rows_filled(&self, rows: &[usize], column: &str, values: &[i64]) -> (String, Vec<usize>) {
+        let mut stmt = (*self.statement).clone();
+        if let Statement::Insert(insert) = &mut stmt {
+            insert.columns.push(sqlparser::ast::ObjectName::from(vec![sqlparser::ast::Ident::new(column)]));
+            if let Some(SetExpr::Values(v)) = insert.source.as_mut().map(|q| q.body.as_mut()) {
+                let all = std::mem::take(&mut v.rows);
+                v.rows = rows
+                    .iter()
+                    .zip(values)
+                    .filter_map(|(&r, id)| {
+                        let mut row = all.get(r).cloned()?;
+                        row.content.push(sqlparser::ast::Expr::value(sqlparser::ast::Value::Number(
+                            id.to_string(),
+                            false,
+                        )));
+                        Some(row)
+                    })
+                    .collect();
+            }
+        }
+        renumber_params(&stmt.to_string())
+    }
+
     /// Number of VALUES rows.
     #[must_use]
     pub fn row_count(&self) -> usize {

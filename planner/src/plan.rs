@@ -281,6 +281,23 @@ pub struct InsertSplit {
     pub returning: bool,
     /// Builds the per-shard statements.
     pub template: InsertTemplate,
+    /// The table's `auto_increment` column is missing from the INSERT: the router takes one
+    /// id per row from the sequence and adds the column with those values
+    /// ([`InsertTemplate::sql_for_rows_filled`]).
+    pub auto_increment: Option<AutoFill>,
+}
+
+/// How the router fills an `auto_increment` column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AutoFill {
+    /// The column to add.
+    pub column: String,
+    /// The unsharded keyspace holding the sequence, and the sequence's name there (a
+    /// PostgreSQL sequence, read with `nextval`).
+    pub sequence_keyspace: String,
+    pub sequence: String,
+    /// The column is the sharding key: `keys` is empty and the generated ids are the keys.
+    pub is_key: bool,
 }
 
 /// The parsed INSERT, kept to build per-shard statements (opaque; implemented in `parse.rs`).

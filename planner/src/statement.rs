@@ -11,8 +11,8 @@ use crate::analyze::{self, Analysis, BlockKind, Class, RelClass};
 use crate::error::PlanError;
 use crate::parse;
 use crate::plan::{
-    Action, Broadcast, InsertSplit, InsertTemplate, KeyExpr, KeyVindex, PassThrough, Route, Scatter,
-    StatementClass, Target, TxControl,
+    Action, AutoFill, Broadcast, InsertSplit, InsertTemplate, KeyExpr, KeyVindex, PassThrough, Route,
+    Scatter, StatementClass, Target, TxControl,
 };
 use crate::planner::{route, Planner};
 use crate::rewrite;
@@ -232,11 +232,22 @@ impl Planner {
             .primary_vindex()
             .ok_or_else(|| PlanError::unsupported("sharded table without a primary vindex"))?;
         let col = &primary.column;
-        let Some(idx) = ins.columns.iter().position(|c| analyze::name_parts(c).last() == Some(col)) else {
+        let has = |c: &str| {
+            ins.columns.iter().any(|x| analyze::name_parts(x).last().map(|p| p.as_str()) == Some(c))
+        };
+        let auto_increment = t.auto_increment().filter(|a| !has(&a.column)).map(|a| AutoFill {
+            column: a.column.clone(),
+            sequence_keyspace: a.sequence_keyspace.clone(),
+            sequence: a.sequence_table.clone(),
+            is_key: a.column == *col,
+        });
+        let generated_key = auto_increment.as_ref().is_some_and(|a| a.is_key);
+        let idx = ins.columns.iter().position(|c| analyze::name_parts(c).last() == Some(col));
+        if idx.is_none() && !generated_key {
             return Err(PlanError::unsupported(format!(
                 "INSERT into {name} needs the sharding key column {name}.{col} in its column list"
             )));
-        };
+        }
         if let Some(OnInsert::OnConflict(oc)) = &ins.on {
             if let OnConflictAction::DoUpdate(du) = &oc.action {
                 let cols: Vec<ObjectName> = du
@@ -252,8 +263,8 @@ impl Planner {
         }
         let sc = primary.vindex.as_single_column();
         let mut keys = Vec::with_capacity(rows.len());
-        for row in rows {
-            let expr: Option<&Expr> = row.content.get(idx);
+        for row in rows.iter().filter(|_| !generated_key) {
+            let expr: Option<&Expr> = idx.and_then(|i| row.content.get(i));
             let key = match expr.map(|e| analyze::key_expr(e, primary.vindex.column_type())) {
                 Some(Ok(Some(k))) => k,
                 Some(Err(err)) => return Err(analyze::key_error(name, col, &err)),
@@ -272,7 +283,7 @@ impl Planner {
         }
         let keyspace = t.keyspace().to_owned();
         let vindex = KeyVindex { column: format!("{name}.{col}"), vindex: primary.vindex.clone() };
-        if keys.len() == 1 {
+        if keys.len() == 1 && auto_increment.is_none() {
             return Ok(route(Target::Keys { keyspace, vindex, values: keys }));
         }
         Ok(Action::InsertSplit(InsertSplit {
@@ -282,6 +293,7 @@ impl Planner {
             keys,
             returning: ins.returning.is_some(),
             template: InsertTemplate::new(stmt.clone()),
+            auto_increment,
         }))
     }
 

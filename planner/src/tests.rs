@@ -150,3 +150,16 @@ fn literal_variants_share_a_shape_but_keep_their_keys() {
     let bad = "SELECT * FROM users WHERE id = 'nope'";
     assert_eq!(p.plan(bad).unwrap_err(), p.plan_uncached(bad).unwrap_err());
 }
+
+#[test]
+fn auto_increment_adds_the_column_with_the_router_ids() {
+    let p = planner(Some("main"));
+    let plan = p.plan("INSERT INTO users (name) VALUES ($1), ('b')").unwrap();
+    let Action::InsertSplit(s) = &plan.action else { panic!("{plan:?}") };
+    let fill = s.auto_increment.as_ref().unwrap();
+    assert!(fill.is_key && s.keys.is_empty());
+    assert_eq!((fill.sequence_keyspace.as_str(), fill.sequence.as_str()), ("main", "user_seq"));
+    let (sql, map) = s.template.sql_for_rows_filled(&[1, 0], "id", &[11, 10]);
+    assert_eq!(sql, "INSERT INTO users (name, id) VALUES ('b', 11), ($1, 10)");
+    assert_eq!(map, vec![1]);
+}

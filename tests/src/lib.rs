@@ -153,6 +153,13 @@ impl Cluster {
         run(c, "psql")
     }
 
+    /// Stops server `i` (immediate shutdown: connections drop as in a crash).
+    pub fn stop(&self, i: usize) -> Result<()> {
+        let mut c = pg_command("pg_ctl");
+        c.args(["-D", self.data_dir(i).to_str().unwrap_or_default(), "-m", "immediate", "stop"]);
+        run(c, "pg_ctl stop").map(|_| ())
+    }
+
     pub fn data_dir(&self, i: usize) -> PathBuf {
         self.dir.join(format!("shard{i}"))
     }
@@ -248,6 +255,13 @@ column_vindexes = [{ column = "sku", vindex = "hash_sku" }]
 
 [vschema.keyspaces.commerce.tables.countries]
 type = "reference"
+
+[vschema.keyspaces.main.tables.event_seq]
+type = "sequence"
+
+[vschema.keyspaces.commerce.tables.events]
+column_vindexes = [{ column = "id", vindex = "hash_id" }]
+auto_increment = { column = "id", sequence = "main.event_seq" }
 
 [shard_map]
 version = 1

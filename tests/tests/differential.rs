@@ -313,12 +313,21 @@ async fn load(router: &Client, plain: &Client) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn same_answers_as_one_postgres() {
+async fn same_answers_as_one_postgres_over_4_shards() {
+    same_answers_as_one_postgres(4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_answers_as_one_postgres_over_2_shards() {
+    same_answers_as_one_postgres(2).await;
+}
+
+async fn same_answers_as_one_postgres(shards: usize) {
     let cluster = sharded_cluster();
     let r = Router::start(RouterOptions {
         cluster: Some(cluster),
-        shards: 4,
-        extra: commerce_routing(4),
+        shards,
+        extra: commerce_routing(shards),
         ..RouterOptions::default()
     });
     let router = r.connect().await.unwrap();

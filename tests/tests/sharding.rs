@@ -298,3 +298,86 @@ async fn pgbench_scripts_run_across_shards_in_every_mode() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_sequence_hands_out_global_ids() {
+    let r = router(4);
+    let c = r.connect().await.unwrap();
+    setup(&c).await;
+    c.batch_execute("CREATE SEQUENCE order_ids").await.unwrap();
+    let mut ids = Vec::new();
+    for user in 1..=8i64 {
+        // Inside a transaction that already holds the user's shard, nextval still goes to the
+        // default shard: one sequence, no duplicates.
+        c.batch_execute("BEGIN").await.unwrap();
+        c.query_one("SELECT count(*) FROM orders WHERE user_id = $1", &[&user]).await.unwrap();
+        let id: i64 = c.query_one("SELECT nextval('order_ids')", &[]).await.unwrap().get(0);
+        c.execute("INSERT INTO orders (id, user_id, qty) VALUES ($1, $2, 1)", &[&id, &user]).await.unwrap();
+        c.batch_execute("COMMIT").await.unwrap();
+        ids.push(id);
+    }
+    assert_eq!(ids, (1..=8).collect::<Vec<i64>>());
+}
+
+/// A shard that goes down fails the statements that need it with a clear error; statements for
+/// the other shards, and other sessions, keep working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_that_is_down_fails_only_what_needs_it() {
+    let r = router(4);
+    let cl = sharded_cluster();
+    let c = r.connect().await.unwrap();
+    setup(&c).await;
+    // Find a user on shard 0 and one on shard 3.
+    let on =
+        |s: usize| -> i64 { cl.psql(s, "app", "SELECT min(id) FROM users").unwrap().trim().parse().unwrap() };
+    let (alive, dead) = (on(0), on(3));
+    cl.stop(3).unwrap();
+    for sql in ["SELECT count(*) FROM users".to_owned(), format!("SELECT name FROM users WHERE id = {dead}")]
+    {
+        let e = c.simple_query(&sql).await.unwrap_err();
+        let code = sqlstate(&e).unwrap_or_default();
+        assert!(code.starts_with("08"), "{sql}: {e}");
+        assert!(e.as_db_error().unwrap().message().contains("s3"), "{sql}: {e}");
+    }
+    // The session and a new one still reach the live shards.
+    let name = rows(&c, &format!("SELECT name FROM users WHERE id = {alive}")).await;
+    assert_eq!(name, vec![vec![Some(format!("user{alive}"))]]);
+    let other = r.connect().await.unwrap();
+    let n: i64 =
+        other.query_one("SELECT count(*) FROM orders WHERE user_id = $1", &[&alive]).await.unwrap().get(0);
+    assert_eq!(n, 3);
+}
+
+/// `auto_increment`: the router takes ids from the sequence, adds the column and routes each
+/// row by its new id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_increment_fills_the_sharding_key() {
+    let r = router(4);
+    let cl = sharded_cluster();
+    let c = r.connect().await.unwrap();
+    c.batch_execute("CREATE SEQUENCE event_seq").await.unwrap();
+    c.batch_execute("CREATE TABLE events (id bigint PRIMARY KEY, what text)").await.unwrap();
+    let ids =
+        rows(&c, "INSERT INTO events (what) VALUES ('a'), ('b'), ('c'), ('d') RETURNING id, what").await;
+    let want: Vec<Vec<Option<String>>> = ["a", "b", "c", "d"]
+        .iter()
+        .enumerate()
+        .map(|(i, w)| vec![Some((i + 1).to_string()), Some(w.to_string())])
+        .collect();
+    assert_eq!(ids, want);
+    let n = c.execute("INSERT INTO events (what) VALUES ($1)", &[&"e"]).await.unwrap();
+    assert_eq!(n, 1);
+    let id: i64 = c.query_one("SELECT id FROM events WHERE what = 'e'", &[]).await.unwrap().get(0);
+    assert_eq!(id, 5);
+    // Each row is on exactly one shard, and a point read by id finds it.
+    let total: i64 = (0..4).map(|s| shard_count(cl, s, "SELECT count(*) FROM events")).sum();
+    assert_eq!(total, 5);
+    for id in 1..=5i64 {
+        let found = c.query("SELECT what FROM events WHERE id = $1", &[&id]).await.unwrap();
+        assert_eq!(found.len(), 1, "id {id}");
+    }
+    // Without the sequence the error says how to fix it.
+    c.batch_execute("DROP SEQUENCE event_seq").await.unwrap();
+    let e = c.batch_execute("INSERT INTO events (what) VALUES ('x')").await.unwrap_err();
+    assert!(e.as_db_error().unwrap().hint().unwrap_or_default().contains("CREATE SEQUENCE"), "{e}");
+}

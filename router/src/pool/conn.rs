@@ -247,6 +247,13 @@ impl BackendConn {
     /// Runs router-issued SQL (a reset, a health check, SET replay) and discards the results.
     /// Fails if the statement fails or the connection is not idle afterwards.
     pub async fn run_internal(&mut self, sql: &str) -> Result<(), BackendError> {
+        self.query_column(sql).await.map(|_| ())
+    }
+
+    /// Runs a statement of the router's own (simple protocol) and returns the first column of
+    /// every row as text (`None` for NULL).
+    pub async fn query_column(&mut self, sql: &str) -> Result<Vec<Option<String>>, BackendError> {
+        let mut values = Vec::new();
         let mut out = BytesMut::new();
         crate::protocol::frontend::encode_query(&mut out, sql);
         let shard = self.shard.clone();
@@ -279,6 +286,7 @@ impl BackendConn {
                         _ => BackendError::Protocol { shard: shard.clone(), phase: "internal query" },
                     });
                 }
+                tag::DATA_ROW => values.push(first_column(frame.body())),
                 tag::READY_FOR_QUERY => {
                     if let Some(e) = failed {
                         return Err(e);
@@ -286,7 +294,7 @@ impl BackendConn {
                     if frame.body() != b"I" {
                         return Err(BackendError::Protocol { shard, phase: "internal query" });
                     }
-                    return Ok(());
+                    return Ok(values);
                 }
                 tag::COPY_IN_RESPONSE | tag::COPY_OUT_RESPONSE | tag::COPY_BOTH_RESPONSE => {
                     return Err(BackendError::Protocol { shard, phase: "internal query" });
@@ -317,4 +325,15 @@ fn server_error(shard: &str, body: postgres_protocol::message::backend::ErrorRes
         }
     }
     BackendError::Server { shard: shard.to_owned(), code, message }
+}
+
+/// The first column of a DataRow body as text (`None` for NULL or a malformed row).
+fn first_column(body: &[u8]) -> Option<String> {
+    let count = i16::from_be_bytes(body.get(..2)?.try_into().ok()?);
+    if count < 1 {
+        return None;
+    }
+    let len = i32::from_be_bytes(body.get(2..6)?.try_into().ok()?);
+    let len = usize::try_from(len).ok()?;
+    body.get(6..6 + len).map(|v| String::from_utf8_lossy(v).into_owned())
 }

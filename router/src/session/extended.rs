@@ -35,10 +35,27 @@ pub(super) struct RouterPortal {
 }
 
 enum PortalKind {
-    Scatter { endpoints: Vec<Endpoint>, scatter: Scatter },
-    Broadcast { endpoints: Vec<Endpoint> },
-    Insert { groups: Vec<(Endpoint, Vec<usize>)>, split: InsertSplit },
+    Scatter {
+        endpoints: Vec<Endpoint>,
+        scatter: Scatter,
+    },
+    Broadcast {
+        endpoints: Vec<Endpoint>,
+    },
+    /// `ids`: values generated for the INSERT's `auto_increment` column, one per row.
+    Insert {
+        groups: Vec<(Endpoint, Vec<usize>)>,
+        split: InsertSplit,
+        ids: Option<Vec<i64>>,
+    },
     ShowRoute(String),
+}
+
+/// The rows of a split INSERT portal, by shard.
+struct InsertRows<'a> {
+    groups: &'a [(Endpoint, Vec<usize>)],
+    split: &'a InsertSplit,
+    ids: Option<&'a [i64]>,
 }
 
 /// Parameter type OIDs from a Parse's raw `count:i16 | oid:i32*` section.
@@ -171,11 +188,23 @@ impl Session {
                         }
                     }
                 }
-                Action::InsertSplit(ins) => match self.split_rows(ins, Some(&bound)) {
-                    Err(e) => return self.refuse_bind(e),
-                    Ok(groups) if groups.len() == 1 => return self.bind_on(groups[0].0, &frame, def).await,
-                    Ok(groups) => PortalKind::Insert { groups, split: ins.clone() },
-                },
+                Action::InsertSplit(ins) => {
+                    let ids = match &ins.auto_increment {
+                        Some(fill) => match self.fetch_ids(fill, ins.template.row_count()).await {
+                            Ok(ids) => Some(ids),
+                            Err(e) => return self.refuse_bind(e),
+                        },
+                        None => None,
+                    };
+                    let keys = Self::insert_keys(ins, ids.as_deref());
+                    match self.split_rows(ins, &keys, Some(&bound)) {
+                        Err(e) => return self.refuse_bind(e),
+                        Ok(groups) if groups.len() == 1 && ids.is_none() => {
+                            return self.bind_on(groups[0].0, &frame, def).await
+                        }
+                        Ok(groups) => PortalKind::Insert { groups, split: ins.clone(), ids },
+                    }
+                }
                 Action::Broadcast(b) => match self.broadcast_endpoints(&b.keyspaces) {
                     Err(e) => return self.refuse_bind(e),
                     Ok(e) if e.len() == 1 => return self.bind_on(e[0], &frame, def).await,
@@ -399,9 +428,11 @@ impl Session {
             }
             PortalKind::Scatter { endpoints, scatter } => (endpoints.clone(), Some(scatter.clone()), None),
             PortalKind::Broadcast { endpoints } => (endpoints.clone(), None, None),
-            PortalKind::Insert { groups, split } => {
-                (groups.iter().map(|(e, _)| *e).collect(), None, Some((groups.clone(), split.clone())))
-            }
+            PortalKind::Insert { groups, split, ids } => (
+                groups.iter().map(|(e, _)| *e).collect(),
+                None,
+                Some((groups.clone(), split.clone(), ids.clone())),
+            ),
         };
         let (endpoints, scatter, insert) = kind;
         if let Some(scatter) = scatter {
@@ -424,8 +455,9 @@ impl Session {
             };
             return self.run_fan_out(&endpoints, &requests, combine.as_mut(), true).await;
         }
-        if let Some((groups, split)) = insert {
-            return self.execute_insert(&groups, &split, &types, &formats, &values, &result_formats).await;
+        if let Some((groups, split, ids)) = insert {
+            let rows = InsertRows { groups: &groups, split: &split, ids: ids.as_deref() };
+            return self.execute_insert(rows, &types, &formats, &values, &result_formats).await;
         }
         let request = LegRequest::Extended {
             sql: &query,
@@ -443,13 +475,13 @@ impl Session {
     /// placeholders they use renumbered and only those parameters bound.
     async fn execute_insert(
         &mut self,
-        groups: &[(Endpoint, Vec<usize>)],
-        split: &InsertSplit,
+        rows: InsertRows<'_>,
         types: &Bytes,
         formats: &[i16],
         values: &[Option<&[u8]>],
         result_formats: &[i16],
     ) -> Result<(), End> {
+        let InsertRows { groups, split, ids } = rows;
         let oids = param_oids(types);
         struct LegParams<'v> {
             sql: String,
@@ -459,7 +491,7 @@ impl Session {
         }
         let mut per_leg = Vec::with_capacity(groups.len());
         for (_, rows) in groups {
-            let (sql, map) = split.template.sql_for_rows(rows);
+            let (sql, map) = Self::insert_sql(split, rows, ids);
             let pick = |n: &usize| n.checked_sub(1);
             per_leg.push(LegParams {
                 sql,

@@ -33,7 +33,7 @@ impl Session {
     }
 
     /// Checks out a backend of `endpoint` with the client's session settings applied.
-    async fn checkout(&mut self, endpoint: Endpoint) -> Result<Pooled, ClientError> {
+    pub(super) async fn checkout(&mut self, endpoint: Endpoint) -> Result<Pooled, ClientError> {
         let (pool, key) = match &self.pools[endpoint] {
             Some(p) => p.clone(),
             None => {

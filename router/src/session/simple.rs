@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use planner::{Action, InsertSplit, Plan, PlanError, Route, Scatter, Target, TxControl};
+use planner::{Action, AutoFill, InsertSplit, KeyExpr, Plan, PlanError, Route, Scatter, Target, TxControl};
 
 use super::classify::{classify, SessionEffect};
 use super::shards::complete_and_ready;
@@ -12,6 +12,7 @@ use crate::error::{sqlstate, ClientError};
 use crate::exec::insert::Reorder;
 use crate::exec::merge::MergeCombine;
 use crate::exec::{fan_out, Combine, Concat, First, LegRequest};
+use crate::pool::BackendError;
 use crate::protocol::backend::{self, TxStatus};
 use crate::protocol::frontend;
 use crate::protocol::Frame;
@@ -249,7 +250,10 @@ impl Session {
                         Ok(_) => return self.reject(not_supported(MULTI_FAN_OUT)).await,
                         Err(e) => return self.reject(e).await,
                     },
-                    Action::InsertSplit(ins) => match self.split_rows(ins, None) {
+                    Action::InsertSplit(ins) if ins.auto_increment.is_some() => {
+                        return self.reject(not_supported(MULTI_FAN_OUT)).await;
+                    }
+                    Action::InsertSplit(ins) => match self.split_rows(ins, &ins.keys, None) {
                         Ok(g) if g.len() == 1 => g.first().map(|(e, _)| *e),
                         Ok(_) => return self.reject(not_supported(MULTI_FAN_OUT)).await,
                         Err(e) => return self.reject(e).await,
@@ -377,14 +381,85 @@ impl Session {
         Ok(endpoints)
     }
 
+    /// Takes one id per row from the sequence of an INSERT's `auto_increment` column, on a
+    /// connection of its own (sequences are not transactional, as in PostgreSQL).
+    pub(super) async fn fetch_ids(&mut self, fill: &AutoFill, rows: usize) -> Result<Vec<i64>, ClientError> {
+        let endpoint = self.topology.keyspace_endpoints(&fill.sequence_keyspace)?.first().copied();
+        let endpoint = endpoint.ok_or_else(|| {
+            ClientError::new(
+                "routing",
+                sqlstate::INTERNAL_ERROR,
+                format!("pg-router: keyspace {} has no shard", fill.sequence_keyspace),
+            )
+        })?;
+        let mut conn = self.checkout(endpoint).await?;
+        let sql = format!(
+            "SELECT nextval('{}') FROM generate_series(1, {rows})",
+            fill.sequence.replace('\'', "''")
+        );
+        let values = match conn.query_column(&sql).await {
+            Ok(v) => v,
+            Err(BackendError::Server { code, message, .. }) => {
+                return Err(ClientError::new("sequence", sqlstate::INTERNAL_ERROR, message)
+                    .with_code(code)
+                    .with_hint(format!(
+                    "pg-router fills {} from the sequence {} of keyspace {}; create it with CREATE SEQUENCE",
+                    fill.column, fill.sequence, fill.sequence_keyspace
+                )))
+            }
+            Err(e) => {
+                drop(crate::pool::Pooled::take(conn));
+                return Err(ClientError::new(
+                    "backend_lost",
+                    sqlstate::CONNECTION_FAILURE,
+                    format!("pg-router: {e}"),
+                ));
+            }
+        };
+        values
+            .into_iter()
+            .map(|v| v.and_then(|s| s.parse().ok()))
+            .collect::<Option<Vec<i64>>>()
+            .filter(|ids| ids.len() == rows)
+            .ok_or_else(|| {
+                ClientError::new(
+                    "sequence",
+                    sqlstate::INTERNAL_ERROR,
+                    "pg-router: the sequence returned no ids",
+                )
+            })
+    }
+
+    /// The sharding keys of an INSERT's rows: the generated ids when they are the key.
+    pub(super) fn insert_keys(ins: &InsertSplit, ids: Option<&[i64]>) -> Vec<KeyExpr> {
+        match (&ins.auto_increment, ids) {
+            (Some(fill), Some(ids)) if fill.is_key => {
+                ids.iter().map(|id| KeyExpr::Literal(vindex::Value::Int(*id))).collect()
+            }
+            _ => ins.keys.clone(),
+        }
+    }
+
+    /// The INSERT for some of the rows, with the generated ids added when there are any.
+    pub(super) fn insert_sql(ins: &InsertSplit, rows: &[usize], ids: Option<&[i64]>) -> (String, Vec<usize>) {
+        match (&ins.auto_increment, ids) {
+            (Some(fill), Some(ids)) => {
+                let values: Vec<i64> = rows.iter().filter_map(|&r| ids.get(r).copied()).collect();
+                ins.template.sql_for_rows_filled(rows, &fill.column, &values)
+            }
+            _ => ins.template.sql_for_rows(rows),
+        }
+    }
+
     /// Groups an INSERT's rows by the endpoint their sharding key maps to, in first-seen order.
     pub(super) fn split_rows(
         &self,
         ins: &InsertSplit,
+        keys: &[KeyExpr],
         params: Option<&BoundParams<'_>>,
     ) -> Result<Vec<(Endpoint, Vec<usize>)>, ClientError> {
         let mut groups: Vec<(Endpoint, Vec<usize>)> = Vec::new();
-        for (i, key) in ins.keys.iter().enumerate() {
+        for (i, key) in keys.iter().enumerate() {
             let endpoint = self.topology.resolve_key(&ins.keyspace, &ins.vindex, key, params)?;
             match groups.iter_mut().find(|(e, _)| *e == endpoint) {
                 Some((_, rows)) => rows.push(i),
@@ -400,15 +475,24 @@ impl Session {
         ins: &InsertSplit,
         effects: &[SessionEffect],
     ) -> Result<(), End> {
-        let groups = match self.split_rows(ins, None) {
+        let ids = match &ins.auto_increment {
+            Some(fill) => match self.fetch_ids(fill, ins.template.row_count()).await {
+                Ok(ids) => Some(ids),
+                Err(e) => return self.reject(e).await,
+            },
+            None => None,
+        };
+        let keys = Self::insert_keys(ins, ids.as_deref());
+        let groups = match self.split_rows(ins, &keys, None) {
             Ok(g) => g,
             Err(e) => return self.reject(e).await,
         };
-        if let [(endpoint, _)] = groups[..] {
-            return self.pass(frame, endpoint, effects).await;
+        if let ([(endpoint, _)], None) = (&groups[..], &ids) {
+            return self.pass(frame, *endpoint, effects).await;
         }
         let endpoints: Vec<Endpoint> = groups.iter().map(|(e, _)| *e).collect();
-        let sqls: Vec<String> = groups.iter().map(|(_, rows)| ins.template.sql_for_rows(rows).0).collect();
+        let sqls: Vec<String> =
+            groups.iter().map(|(_, rows)| Self::insert_sql(ins, rows, ids.as_deref()).0).collect();
         let requests: Vec<LegRequest<'_>> = sqls.iter().map(|s| LegRequest::Simple(s)).collect();
         let rows_of: Vec<Vec<usize>> = groups.into_iter().map(|(_, r)| r).collect();
         if ins.returning {
