@@ -21,11 +21,13 @@
 //!   a number that is not an integer of the column, literal forms vindex cannot read, and
 //!   timestamps whose reading depends on the session TimeZone are simply not used for routing.
 //! - Lookup vindexes are never used to route yet (the router cannot do lookups), and INSERT
-//!   does not maintain lookup tables or fill `auto_increment` columns: the sharding key must be
-//!   a literal or `$n` in every row.
+//!   does not maintain lookup tables: the sharding key must be a literal or `$n` in every row,
+//!   unless the table's `auto_increment` column is the key and the INSERT leaves it out (the
+//!   router then fills it from the sequence, see [`AutoFill`]).
 //! - Only PostgreSQL's built-in aggregates are recognized: a user-defined aggregate in a
 //!   multi-shard SELECT is treated as a plain function (per-shard value passed through).
-//! - Functions with side effects (`nextval`) in a statement without tables go to any shard.
+//! - Statements without tables ([`Target::Any`]) are run by the router on the default
+//!   keyspace's shard, so functions with side effects (`nextval`) act on one server.
 //! - Reference-table reads use [`Target::AnyOf`] (any shard of the table's keyspace).
 //! - DDL goes to the keyspaces of the tables it names (the default keyspace for unknown names,
 //!   every keyspace when it names none, e.g. `DROP INDEX`, `CREATE FUNCTION`); views over

@@ -251,11 +251,14 @@ pub(crate) fn shape(sql: &str) -> Option<(String, Vec<&str>, usize)> {
     let tokens = lex(sql);
     let mut base = 0;
     let mut literals = Vec::new();
-    for t in &tokens {
+    // A trailing `;` (what psql and pgbench send) is fine; anything after one is a second
+    // statement.
+    let last_significant = tokens.iter().rposition(|t| !t.kind.is_trivia() && t.kind != TokenKind::Semicolon);
+    for (i, t) in tokens.iter().enumerate() {
         match &t.kind {
             TokenKind::Param(n) => base = base.max(*n),
             TokenKind::Number | TokenKind::Str => literals.push(&sql[t.span.clone()]),
-            TokenKind::Semicolon => return None,
+            TokenKind::Semicolon if last_significant.is_some_and(|l| i < l) => return None,
             TokenKind::Comment if sql[t.span.clone()].contains("pg_router") => return None,
             _ => {}
         }

@@ -84,8 +84,8 @@ pub enum Action {
 /// Where a statement runs.
 #[derive(Debug, Clone)]
 pub enum Target {
-    /// Any one shard (no tables, catalog queries). The router prefers a shard the transaction
-    /// already holds.
+    /// Any one shard (no tables, catalog queries). The router always uses the default
+    /// keyspace's shard, so side effects (`nextval`, advisory locks) act on one server.
     Any,
     /// Any one shard of `keyspace` (reads of reference tables, which exist only in the shards of
     /// their keyspace). Added by the planner: `Any` would let the router pick a shard of another
