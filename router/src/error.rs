@@ -28,6 +28,7 @@ pub mod sqlstate {
     pub const NUMERIC_VALUE_OUT_OF_RANGE: &str = "22003";
     pub const INVALID_CURSOR_STATE: &str = "24000";
     pub const NOT_NULL_VIOLATION: &str = "23502";
+    pub const TRANSACTION_ROLLBACK: &str = "40000";
 }
 
 /// An error raised by the router (not by a backend), ready to be sent to the client.

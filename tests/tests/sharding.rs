@@ -381,3 +381,35 @@ async fn auto_increment_fills_the_sharding_key() {
     let e = c.batch_execute("INSERT INTO events (what) VALUES ('x')").await.unwrap_err();
     assert!(e.as_db_error().unwrap().hint().unwrap_or_default().contains("CREATE SEQUENCE"), "{e}");
 }
+
+/// After an error, a transaction that spans shards commits nothing, however the error arose:
+/// a statement the router refuses after a scatter, or a failing statement pipelined ahead of a
+/// statement for another shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_transaction_commits_on_no_shard() {
+    let r = router(4);
+    let c = r.connect().await.unwrap();
+    setup(&c).await;
+    c.batch_execute("BEGIN").await.unwrap();
+    assert_eq!(c.execute("UPDATE orders SET qty = 100 WHERE qty = 1", &[]).await.unwrap(), 18);
+    let e = c.batch_execute("SELECT string_agg(name, ',') FROM users").await.unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("0A000"));
+    let e = c.batch_execute("SELECT 1 FROM users WHERE id = 3").await.unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("25P02"), "{e}");
+    c.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(rows(&c, "SELECT count(*) FROM orders WHERE qty = 100").await, vec![vec![Some("0".into())]]);
+
+    // Pipelined: a duplicate key on one shard, then an insert for another shard, then COMMIT.
+    let mut c2 = r.connect().await.unwrap();
+    let tx = c2.transaction().await.unwrap();
+    let dup = tx.execute("INSERT INTO users (id, name) VALUES ($1, 'dup')", &[&1i64]);
+    let new = tx.execute("INSERT INTO users (id, name) VALUES ($1, 'new')", &[&777i64]);
+    let (a, b) = futures_util::future::join(dup, new).await;
+    assert_eq!(sqlstate(&a.unwrap_err()).as_deref(), Some("23505"));
+    assert!(b.is_err(), "the statement after the error must not run: {b:?}");
+    let _ = tx.commit().await;
+    assert_eq!(rows(&c, "SELECT count(*) FROM users WHERE id = 777").await, vec![vec![Some("0".into())]]);
+    // Both sessions are usable afterwards.
+    assert_eq!(rows(&c, "SELECT count(*) FROM users WHERE id = 1").await, vec![vec![Some("1".into())]]);
+    assert_eq!(c2.query_one("SELECT count(*) FROM users", &[]).await.unwrap().get::<_, i64>(0), 40);
+}

@@ -247,13 +247,24 @@ impl BackendConn {
     /// Runs router-issued SQL (a reset, a health check, SET replay) and discards the results.
     /// Fails if the statement fails or the connection is not idle afterwards.
     pub async fn run_internal(&mut self, sql: &str) -> Result<(), BackendError> {
-        self.query_column(sql).await.map(|_| ())
+        self.exchange(sql).await.map(|_| ())
     }
 
     /// Runs a statement of the router's own (simple protocol) and returns the first column of
     /// every row as text (`None` for NULL).
     pub async fn query_column(&mut self, sql: &str) -> Result<Vec<Option<String>>, BackendError> {
+        self.exchange(sql).await.map(|(values, _)| values)
+    }
+
+    /// Runs a statement of the router's own and returns its CommandComplete tag (`COMMIT`, or
+    /// `ROLLBACK` when PostgreSQL rolled back a failed transaction instead).
+    pub async fn run_for_tag(&mut self, sql: &str) -> Result<String, BackendError> {
+        self.exchange(sql).await.map(|(_, tag)| tag)
+    }
+
+    async fn exchange(&mut self, sql: &str) -> Result<(Vec<Option<String>>, String), BackendError> {
         let mut values = Vec::new();
+        let mut command_tag = String::new();
         let mut out = BytesMut::new();
         crate::protocol::frontend::encode_query(&mut out, sql);
         let shard = self.shard.clone();
@@ -287,6 +298,11 @@ impl BackendConn {
                     });
                 }
                 tag::DATA_ROW => values.push(first_column(frame.body())),
+                tag::COMMAND_COMPLETE => {
+                    let body = frame.body();
+                    command_tag =
+                        String::from_utf8_lossy(body.strip_suffix(&[0]).unwrap_or(body)).into_owned();
+                }
                 tag::READY_FOR_QUERY => {
                     if let Some(e) = failed {
                         return Err(e);
@@ -294,7 +310,7 @@ impl BackendConn {
                     if frame.body() != b"I" {
                         return Err(BackendError::Protocol { shard, phase: "internal query" });
                     }
-                    return Ok(values);
+                    return Ok((values, command_tag));
                 }
                 tag::COPY_IN_RESPONSE | tag::COPY_OUT_RESPONSE | tag::COPY_BOTH_RESPONSE => {
                     return Err(BackendError::Protocol { shard, phase: "internal query" });

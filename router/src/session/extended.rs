@@ -116,6 +116,7 @@ impl Session {
                         format!("prepared statement \"{name}\" already exists"),
                     )
                     .with_code("42P05");
+                    self.refuse_deferred();
                     self.refuse(e, true);
                     return Ok(());
                 }
@@ -223,7 +224,16 @@ impl Session {
                     {
                         Ok(()) => {}
                         Err(Stop::End(e)) => return Err(e),
-                        Err(Stop::Refuse(e)) => return self.refuse_bind(e),
+                        Err(Stop::Refuse(e)) => {
+                            // As in the simple protocol: the whole transaction ends, rolled back.
+                            if self.backend.is_some() {
+                                let mut out = BytesMut::new();
+                                frontend::encode_query(&mut out, "ROLLBACK");
+                                self.send(&out, Some(Expect::HiddenQuery));
+                            }
+                            self.tx = crate::protocol::backend::TxStatus::Idle;
+                            return self.refuse_bind(e);
+                        }
                     }
                     let endpoint = self.preferred();
                     return self.bind_on(endpoint, &frame, def).await;
@@ -394,6 +404,7 @@ impl Session {
         let name = portal.to_owned();
         if max_rows > 0 && !matches!(self.portals.get(&name).map(|p| &p.kind), Some(PortalKind::ShowRoute(_)))
         {
+            self.refuse_deferred();
             self.refuse(
                 unsupported_error(
                     "pg-router: fetching a cross-shard result in chunks (Execute with a row limit) is not \
@@ -531,6 +542,13 @@ impl Session {
         let c = DescribeOrClose::decode(&frame).map_err(decode_error)?;
         let router_portal = c.target == Target::Portal && self.portals.remove(c.name).is_some();
         let named_statement = c.target == Target::Statement && !c.name.is_empty() && self.transaction_mode();
+        if !self.deferred.is_empty() {
+            // A Parse of this batch is still waiting: its reply comes first.
+            let endpoint = self.preferred();
+            if !self.enter(endpoint, true).await? {
+                return Ok(());
+            }
+        }
         if router_portal || named_statement || self.backend.is_none() {
             // Global statements stay prepared on backends for other clients; closing a portal
             // or statement that no backend holds is a no-op in PostgreSQL too.

@@ -34,7 +34,7 @@ use crate::metrics::Metrics;
 use crate::pool::{BackendError, CheckoutError, Pool, PoolKey, Pooled, Pools};
 use crate::protocol::backend::{self, tag as btag, TxStatus};
 use crate::protocol::frame::{self, peek_header, PG_MAX_MESSAGE_LEN};
-use crate::protocol::frontend::tag;
+use crate::protocol::frontend::{self, tag};
 use crate::protocol::Frame;
 use crate::stream::Stream;
 use crate::topology::{Endpoint, Topology, TopologyHandle};
@@ -573,8 +573,33 @@ impl Session {
 
     /// Reports an error for a message the router will not forward. In the simple protocol the
     /// client also gets ReadyForQuery; in the extended protocol messages up to Sync are dropped.
+    ///
+    /// Any error inside a transaction aborts it on PostgreSQL. When a backend is serving the
+    /// batch (an explicit transaction, or an implicit one with work not yet synced), the
+    /// backend itself raises the error in the extended protocol, so its transaction aborts and
+    /// it skips to Sync exactly as the client does. Otherwise a transaction block is marked
+    /// failed (and a later COMMIT rolls back).
     fn refuse(&mut self, e: ClientError, extended: bool) {
         self.shared.metrics.error(e.kind());
+        if extended && self.backend.is_some() && (self.tx != TxStatus::Idle || self.unsynced) {
+            let mut out = BytesMut::new();
+            frontend::encode_parse(&mut out, "", &raise_sql(&e.code, &e.message), &[0, 0]);
+            self.send(&out, Some(Expect::Parse { def: None, client_name: None, hide: true }));
+            out.clear();
+            frontend::encode_bind(&mut out, "", "", &[], &[], &[]);
+            self.send(&out, Some(Expect::HiddenBind));
+            out.clear();
+            frontend::encode_execute(&mut out, "", 0);
+            self.send(&out, Some(Expect::Execute));
+            if let Some(u) = self.unnamed.as_mut() {
+                u.parsed_on = None;
+            }
+            self.client_skip = true;
+            return;
+        }
+        if self.tx == TxStatus::InTransaction {
+            self.tx = TxStatus::Failed;
+        }
         let mut out = BytesMut::new();
         e.encode(&mut out);
         if extended {

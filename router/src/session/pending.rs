@@ -24,6 +24,8 @@ pub enum Expect {
         hide: bool,
     },
     Bind,
+    /// A Bind the router injected; its BindComplete is hidden.
+    HiddenBind,
     Describe,
     Execute,
     Close,
@@ -48,7 +50,7 @@ impl Expect {
     fn ends_with(&self, t: u8) -> bool {
         match self {
             Expect::Parse { .. } => t == tag::PARSE_COMPLETE,
-            Expect::Bind => t == tag::BIND_COMPLETE,
+            Expect::Bind | Expect::HiddenBind => t == tag::BIND_COMPLETE,
             Expect::Describe => t == tag::ROW_DESCRIPTION || t == tag::NO_DATA,
             Expect::Execute => {
                 t == tag::COMMAND_COMPLETE || t == tag::EMPTY_QUERY || t == tag::PORTAL_SUSPENDED
@@ -201,6 +203,11 @@ impl Pending {
         while matches!(self.queue.front(), Some(Expect::CopyEnd)) {
             self.queue.pop_front();
         }
+    }
+
+    /// The backend is skipping messages up to the next Sync after an error.
+    pub fn is_skipping(&self) -> bool {
+        self.skipping
     }
 
     /// Whether an error skipped to a Sync the router injected (cleared by reading it).

@@ -69,9 +69,14 @@ impl Session {
     /// has been sent; `extended` says how). Returns false when refused.
     pub(super) async fn enter(&mut self, endpoint: Endpoint, extended: bool) -> Result<bool, End> {
         match self.activate(endpoint).await {
+            Ok(()) if self.client_skip && extended => {
+                // An earlier message failed: PostgreSQL skips to Sync, so these never ran.
+                self.drop_deferred();
+                Ok(false)
+            }
             Ok(()) => {
                 self.flush_deferred();
-                Ok(!self.client_skip || !extended)
+                Ok(true)
             }
             Err(Stop::Refuse(e)) => {
                 self.refuse_deferred();
@@ -86,16 +91,18 @@ impl Session {
         if self.backend.is_some() && self.endpoint == endpoint {
             return Ok(());
         }
+        // Replies still due may carry an error (or the end of the transaction): read them
+        // before deciding on the transaction's state.
+        self.drain().await?;
+        if self.client_skip {
+            return Ok(());
+        }
         if self.tx == TxStatus::Failed && self.backend.is_some() {
             // Stay on the shard whose transaction failed: it answers 25P02 as PostgreSQL would.
             return Ok(());
         }
         if self.tx == TxStatus::Failed {
             return Err(Stop::Refuse(aborted()));
-        }
-        self.drain().await?;
-        if self.client_skip {
-            return Ok(());
         }
         if let Some(b) = self.backend.take() {
             self.others.push((self.endpoint, b));
@@ -138,6 +145,9 @@ impl Session {
         if self.backend.is_none() {
             return Ok(());
         }
+        // An error already read means the backend skipped to this Sync: the client's messages
+        // after it must be skipped too.
+        let skipping = self.unsynced && self.pending.is_skipping();
         if self.unsynced {
             let mut out = BytesMut::new();
             frontend::encode_sync(&mut out);
@@ -154,10 +164,12 @@ impl Session {
             let r = b.stream.read_buf(&mut b.rbuf).await;
             self.on_backend_read(r)?;
             if self.backend_fatal {
+                // The FATAL error was queued for the client: deliver it, then end.
+                let _ = self.flush().await;
                 return Err(End::ClientGone);
             }
         }
-        if self.pending.take_error_before_hidden_sync() {
+        if self.pending.take_error_before_hidden_sync() || skipping {
             self.client_skip = true;
         }
         Ok(())
@@ -204,6 +216,17 @@ impl Session {
         }
     }
 
+    /// Forgets Parses that PostgreSQL would have skipped after an error.
+    fn drop_deferred(&mut self) {
+        for d in std::mem::take(&mut self.deferred) {
+            if let Deferred::Named { def, client_name } = d {
+                if self.statements.get(&client_name).is_some_and(|x| x.id == def.id) {
+                    self.statements.remove(&client_name);
+                }
+            }
+        }
+    }
+
     /// The batch failed before its Parses reached a shard: answer them as PostgreSQL would
     /// have (they were valid SQL to the planner), so the client sees the error in sequence.
     pub(super) fn refuse_deferred(&mut self) {
@@ -217,10 +240,14 @@ impl Session {
     /// Collects one backend per endpoint for a fan-out, after everything outstanding on the
     /// active backend has been answered.
     pub(super) async fn take_legs(&mut self, endpoints: &[Endpoint]) -> Result<Vec<Leg>, Stop> {
+        self.drain().await?;
         if self.tx == TxStatus::Failed {
             return Err(Stop::Refuse(aborted()));
         }
-        self.drain().await?;
+        if let Some(u) = self.unnamed.as_mut() {
+            // Legs parse the unnamed statement themselves.
+            u.parsed_on = None;
+        }
         if let Some(b) = self.backend.take() {
             self.others.push((self.endpoint, b));
         }
@@ -264,8 +291,13 @@ impl Session {
         let keep = self.tx != TxStatus::Idle || self.mode == PoolMode::Session;
         for (i, leg) in legs.into_iter().enumerate() {
             let broken = outcome.is_some_and(|o| o.broken.get(i).copied().unwrap_or(false));
+            let begin_not_sent = outcome.is_none() && leg.begin.is_some();
             if broken {
                 drop(Pooled::take(leg.conn));
+            } else if begin_not_sent {
+                // Joined the transaction on paper only: it never got the BEGIN, so it must not
+                // serve the transaction's next statements.
+                drop(leg.conn);
             } else if keep {
                 let failed_here = outcome.is_some_and(|o| o.failed == Some(i));
                 if failed_here && self.tx == TxStatus::Failed && self.backend.is_none() {
@@ -313,6 +345,11 @@ impl Session {
 
     /// Hands every backend back to its pool (transaction pooling, between transactions).
     pub(super) fn release_all(&mut self) {
+        if let Some(u) = self.unnamed.as_mut() {
+            // The next backend (maybe the same connection, after another client) may hold
+            // another unnamed statement.
+            u.parsed_on = None;
+        }
         self.backend = None;
         self.others.clear();
         self.set_cancel_target();
@@ -331,7 +368,20 @@ fn aborted() -> ClientError {
 
 /// Runs COMMIT or ROLLBACK on a backend; a shard's error keeps its SQLSTATE.
 async fn end_transaction(b: &mut BackendConn, sql: &str) -> Result<(), ClientError> {
-    b.run_internal(sql).await.map_err(|e| match e {
+    match b.run_for_tag(sql).await {
+        Ok(tag) if sql == "COMMIT" && tag == "ROLLBACK" => Err(ClientError::new(
+            "commit_failed",
+            sqlstate::TRANSACTION_ROLLBACK,
+            format!("pg-router: shard {} had rolled back its part of the transaction", b.shard),
+        )
+        .with_detail("Shards that committed before it stay committed; the others were rolled back.")),
+        Ok(_) => Ok(()),
+        Err(e) => Err(end_error(e, sql)),
+    }
+}
+
+fn end_error(e: crate::pool::BackendError, sql: &str) -> ClientError {
+    match e {
         crate::pool::BackendError::Server { code, message, shard } => {
             ClientError::new("commit_failed", sqlstate::INTERNAL_ERROR, message).with_code(code).with_detail(
                 format!(
@@ -343,7 +393,7 @@ async fn end_transaction(b: &mut BackendConn, sql: &str) -> Result<(), ClientErr
         other => {
             ClientError::new("backend_lost", sqlstate::CONNECTION_FAILURE, format!("pg-router: {other}"))
         }
-    })
+    }
 }
 
 /// A CommandComplete + ReadyForQuery pair the router answers by itself.

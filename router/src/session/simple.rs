@@ -81,6 +81,15 @@ impl Session {
     /// Refuses a simple-protocol statement. Inside a transaction the refusal must abort it, as
     /// any error would on PostgreSQL: the active backend raises it.
     pub(super) async fn reject(&mut self, e: ClientError) -> Result<(), End> {
+        if self.backend.is_none() && self.tx != TxStatus::Idle {
+            // The transaction holds shards but none is active (after a fan-out): abort it on
+            // one of them, so a later COMMIT cannot commit it.
+            if let Some((endpoint, b)) = self.others.pop() {
+                self.backend = Some(b);
+                self.endpoint = endpoint;
+                self.set_cancel_target();
+            }
+        }
         if self.backend.is_some() && self.tx != TxStatus::Idle {
             self.shared.metrics.error(e.kind());
             let sql = raise_sql(&e.code, &e.message);
@@ -180,6 +189,13 @@ impl Session {
         combine: &mut dyn Combine,
         extended: bool,
     ) -> Result<(), End> {
+        if extended && !self.deferred.is_empty() {
+            // Parses of this batch are answered first, in order.
+            let endpoint = self.preferred();
+            if !self.enter(endpoint, true).await? {
+                return Ok(());
+            }
+        }
         let mut legs = match self.take_legs(endpoints).await {
             Ok(l) => l,
             Err(Stop::Refuse(e)) => {
@@ -316,6 +332,15 @@ impl Session {
             }
             TxControl::Commit | TxControl::Rollback => {
                 let commit = matches!(tc, TxControl::Commit) && self.tx != TxStatus::Failed;
+                // COMMIT of a failed transaction rolls back (PostgreSQL answers "ROLLBACK");
+                // send ROLLBACK so a shard that did not fail cannot commit its part.
+                let frame = if matches!(tc, TxControl::Commit) && !commit {
+                    let mut out = BytesMut::new();
+                    frontend::encode_query(&mut out, "ROLLBACK");
+                    Frame { tag: crate::protocol::frontend::tag::QUERY, bytes: out.freeze() }
+                } else {
+                    frame
+                };
                 if nothing_held && self.tx != TxStatus::Idle {
                     self.tx = TxStatus::Idle;
                     self.begin = None;

@@ -132,7 +132,20 @@ impl Combine for MergeCombine {
             ));
         };
         if let Some(first) = &self.description {
-            if *first != frame {
+            // Table OIDs and column numbers differ between independently built shards; the
+            // columns must agree on name, type and format.
+            let same = |a: &Bytes, b: &Bytes| -> Result<bool, ClientError> {
+                let (a, b) = (
+                    row::parse_row_description(a).map_err(merge_error)?,
+                    row::parse_row_description(b).map_err(merge_error)?,
+                );
+                Ok(a.len() == b.len()
+                    && a.iter().zip(&b).all(|(x, y)| {
+                        (&x.name, x.type_oid, x.type_size, x.type_modifier, x.format)
+                            == (&y.name, y.type_oid, y.type_size, y.type_modifier, y.format)
+                    }))
+            };
+            if *first != frame && !same(first, &frame)? {
                 return Err(ClientError::new(
                     "merge",
                     sqlstate::INTERNAL_ERROR,
