@@ -413,3 +413,31 @@ async fn a_failed_transaction_commits_on_no_shard() {
     assert_eq!(rows(&c, "SELECT count(*) FROM users WHERE id = 1").await, vec![vec![Some("1".into())]]);
     assert_eq!(c2.query_one("SELECT count(*) FROM users", &[]).await.unwrap().get::<_, i64>(0), 40);
 }
+
+/// Extended-protocol transaction control and portals while a transaction moves between shards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extended_protocol_transactions_across_shards() {
+    let r = router(4);
+    let mut c = r.connect().await.unwrap();
+    setup(&c).await;
+    // A refusal before any shard was touched; ROLLBACK through the extended protocol.
+    c.batch_execute("BEGIN").await.unwrap();
+    let e = c.execute("SELECT string_agg(name, ',') FROM users", &[]).await.unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("0A000"));
+    c.execute("ROLLBACK", &[]).await.unwrap();
+    assert_eq!(c.query_one("SELECT count(*) FROM users", &[]).await.unwrap().get::<_, i64>(0), 40);
+    // A portal stays usable on its shard while the transaction runs statements elsewhere.
+    let tx = c.transaction().await.unwrap();
+    let stmt = tx.prepare("SELECT id FROM orders WHERE user_id = $1 ORDER BY id").await.unwrap();
+    let portal = tx.bind(&stmt, &[&1i64]).await.unwrap();
+    for user in 2..=9i64 {
+        let name: String =
+            tx.query_one("SELECT name FROM users WHERE id = $1", &[&user]).await.unwrap().get(0);
+        assert_eq!(name, format!("user{user}"));
+    }
+    let first = tx.query_portal(&portal, 2).await.unwrap();
+    let rest = tx.query_portal(&portal, 10).await.unwrap();
+    let ids: Vec<i64> = first.iter().chain(&rest).map(|r| r.get(0)).collect();
+    assert_eq!(ids, vec![40, 80, 120]);
+    tx.commit().await.unwrap();
+}

@@ -24,6 +24,8 @@ pub struct Leg {
     pub conn: Pooled,
     /// The shard joins an open transaction: send its BEGIN first (its replies are hidden).
     pub begin: Option<String>,
+    /// Session settings to bring in line first (replies hidden).
+    pub settings: Option<String>,
 }
 
 /// What a leg is asked to run.
@@ -97,10 +99,10 @@ pub struct Outcome {
 pub struct ClientGone;
 
 struct LegState {
-    /// ReadyForQuery messages still due (2 with a hidden BEGIN).
+    /// ReadyForQuery messages still due (one more per hidden query).
     rfq_due: u8,
-    /// The hidden BEGIN's replies are still arriving.
-    in_begin: bool,
+    /// Hidden queries (BEGIN, settings) whose replies are still arriving.
+    hidden: u8,
     status: TxStatus,
     done: bool,
     broken: bool,
@@ -119,20 +121,16 @@ pub async fn fan_out(
     let mut failed = None;
     for (i, leg) in legs.iter_mut().enumerate() {
         let mut bytes = BytesMut::new();
-        if let Some(begin) = &leg.begin {
-            frontend::encode_query(&mut bytes, begin);
+        let mut hidden = 0;
+        for sql in [&leg.begin, &leg.settings].into_iter().flatten() {
+            frontend::encode_query(&mut bytes, sql);
+            hidden += 1;
         }
         if let Some(r) = requests.get(i) {
             r.encode(&mut bytes);
         }
         let ok = leg.conn.stream.write_all(&bytes).await.is_ok();
-        states.push(LegState {
-            rfq_due: if leg.begin.is_some() { 2 } else { 1 },
-            in_begin: leg.begin.is_some(),
-            status: TxStatus::Idle,
-            done: !ok,
-            broken: !ok,
-        });
+        states.push(LegState { rfq_due: hidden + 1, hidden, status: TxStatus::Idle, done: !ok, broken: !ok });
         if !ok && error.is_none() {
             error = Some(lost(&leg.conn.shard));
             failed = Some(i);
@@ -200,7 +198,7 @@ pub async fn fan_out(
             }
             if frame.tag == btag::READY_FOR_QUERY {
                 st.rfq_due -= 1;
-                st.in_begin = false;
+                st.hidden = st.hidden.saturating_sub(1);
                 st.status =
                     frame.body().first().and_then(|b| TxStatus::from_byte(*b)).unwrap_or(TxStatus::Failed);
                 if st.rfq_due == 0 {
@@ -209,7 +207,7 @@ pub async fn fan_out(
                 }
                 continue;
             }
-            if st.in_begin || error.is_some() {
+            if st.hidden > 0 || error.is_some() {
                 continue;
             }
             let r = match frame.tag {

@@ -49,6 +49,9 @@ enum PortalKind {
         ids: Option<Vec<i64>>,
     },
     ShowRoute(String),
+    /// A statement the router answers with a CommandComplete alone (COMMIT/ROLLBACK of a
+    /// transaction that never reached a shard).
+    Complete(&'static str),
 }
 
 /// The rows of a split INSERT portal, by shard.
@@ -238,11 +241,34 @@ impl Session {
                     let endpoint = self.preferred();
                     return self.bind_on(endpoint, &frame, def).await;
                 }
+                Action::Transaction(tc @ (TxControl::Commit | TxControl::Rollback))
+                    if self.backend.is_none()
+                        && self.others.is_empty()
+                        && self.tx != crate::protocol::backend::TxStatus::Idle =>
+                {
+                    // The transaction never reached a shard (lazy BEGIN, then a refusal).
+                    let commit = matches!(tc, TxControl::Commit)
+                        && self.tx != crate::protocol::backend::TxStatus::Failed;
+                    PortalKind::Complete(if commit { "COMMIT" } else { "ROLLBACK" })
+                }
+                Action::Transaction(TxControl::Begin) => {
+                    if self.tx == crate::protocol::backend::TxStatus::Idle {
+                        // Replayed on every shard the transaction joins (isolation level...).
+                        self.begin = Some(query.clone());
+                    }
+                    let endpoint = self.preferred();
+                    return self.bind_on(endpoint, &frame, def).await;
+                }
                 _ => {
                     let endpoint = self.preferred();
                     return self.bind_on(endpoint, &frame, def).await;
                 }
             };
+        if matches!(kind, PortalKind::Complete(_)) {
+            // No shard is involved: answer the batch's Parses here (they are prepared lazily
+            // wherever they are used later).
+            self.refuse_deferred();
+        }
         self.open_portal(portal, kind, query, param_types, params).await
     }
 
@@ -261,6 +287,9 @@ impl Session {
     ) -> Result<(), End> {
         if !self.enter(endpoint, true).await? {
             return Ok(());
+        }
+        if let Ok(bind) = Bind::decode(frame) {
+            self.portal_shards.insert(bind.portal.to_owned(), endpoint);
         }
         match def {
             Some(def) if self.transaction_mode() => {
@@ -342,7 +371,8 @@ impl Session {
             return self.describe_portal(&name).await;
         }
         if d.target == Target::Portal {
-            return self.forward_any(frame, Some(Expect::Describe)).await;
+            let name = d.name.to_owned();
+            return self.forward_portal(&name, frame, Expect::Describe).await;
         }
         let def = self.statement(d.name).and_then(|(_, _, def)| def);
         let endpoint = self.preferred();
@@ -378,6 +408,12 @@ impl Session {
                 self.synthetic(out.freeze());
                 return Ok(());
             }
+            PortalKind::Complete(_) => {
+                let mut out = BytesMut::new();
+                backend::no_data(&mut out);
+                self.synthetic(out.freeze());
+                return Ok(());
+            }
             PortalKind::Scatter { endpoints, .. } | PortalKind::Broadcast { endpoints } => endpoints[0],
             PortalKind::Insert { groups, .. } => groups[0].0,
         };
@@ -396,13 +432,28 @@ impl Session {
         self.run_fan_out(&[endpoint], &[request], &mut DescribeOnly::default(), true).await
     }
 
+    /// Sends a Describe or Execute of a portal to the shard it was bound on.
+    async fn forward_portal(&mut self, name: &str, frame: Frame, expect: Expect) -> Result<(), End> {
+        let endpoint = self.portal_shards.get(name).copied().unwrap_or_else(|| self.preferred());
+        if !self.enter(endpoint, true).await? {
+            return Ok(());
+        }
+        self.send(&frame.bytes, Some(expect));
+        Ok(())
+    }
+
     pub(super) async fn on_execute(&mut self, frame: Frame) -> Result<(), End> {
         let (portal, max_rows) = frontend::execute_max_rows(&frame).map_err(decode_error)?;
         if !self.portals.contains_key(portal) {
-            return self.forward_any(frame, Some(Expect::Execute)).await;
+            let name = portal.to_owned();
+            return self.forward_portal(&name, frame, Expect::Execute).await;
         }
         let name = portal.to_owned();
-        if max_rows > 0 && !matches!(self.portals.get(&name).map(|p| &p.kind), Some(PortalKind::ShowRoute(_)))
+        if max_rows > 0
+            && !matches!(
+                self.portals.get(&name).map(|p| &p.kind),
+                Some(PortalKind::ShowRoute(_) | PortalKind::Complete(_))
+            )
         {
             self.refuse_deferred();
             self.refuse(
@@ -435,6 +486,14 @@ impl Session {
                 }
                 backend::command_complete(&mut out, &format!("SELECT {rows}"));
                 self.synthetic(out.freeze());
+                return Ok(());
+            }
+            PortalKind::Complete(tag) => {
+                let mut out = BytesMut::new();
+                backend::command_complete(&mut out, tag);
+                self.synthetic(out.freeze());
+                self.tx = crate::protocol::backend::TxStatus::Idle;
+                self.begin = None;
                 return Ok(());
             }
             PortalKind::Scatter { endpoints, scatter } => (endpoints.clone(), Some(scatter.clone()), None),
@@ -546,6 +605,17 @@ impl Session {
             // A Parse of this batch is still waiting: its reply comes first.
             let endpoint = self.preferred();
             if !self.enter(endpoint, true).await? {
+                return Ok(());
+            }
+        }
+        if c.target == Target::Portal && !router_portal {
+            if let Some(&endpoint) = self.portal_shards.get(c.name) {
+                let name = c.name.to_owned();
+                self.portal_shards.remove(&name);
+                if !self.enter(endpoint, true).await? {
+                    return Ok(());
+                }
+                self.send(&frame.bytes, Some(Expect::Close));
                 return Ok(());
             }
         }

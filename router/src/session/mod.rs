@@ -272,6 +272,9 @@ struct Session {
     deferred: Vec<Deferred>,
     /// Portals the router runs itself (cross-shard statements), by portal name.
     portals: HashMap<String, extended::RouterPortal>,
+    /// The shard each portal was bound on (a transaction may move between shards while a
+    /// portal stays open on one of them).
+    portal_shards: HashMap<String, Endpoint>,
     /// Session settings to replay, as SQL text keyed by lower-case name.
     settings: BTreeMap<String, String>,
     unnamed_kind: StatementKind,
@@ -342,6 +345,7 @@ impl Session {
             unnamed: None,
             deferred: Vec::new(),
             portals: HashMap::new(),
+            portal_shards: HashMap::new(),
             settings: login.settings,
             unnamed_kind: StatementKind::Other,
             cancel,

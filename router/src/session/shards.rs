@@ -254,15 +254,21 @@ impl Session {
         let mut legs = Vec::with_capacity(endpoints.len());
         for &endpoint in endpoints {
             if let Some(i) = self.others.iter().position(|(e, _)| *e == endpoint) {
-                let (_, conn) = self.others.swap_remove(i);
-                legs.push(Leg { endpoint, conn, begin: None });
+                let (_, mut conn) = self.others.swap_remove(i);
+                // A SET made on another shard of this transaction is replayed first.
+                let settings = (conn.settings != self.settings).then(|| {
+                    let sql = settings_sql(&conn.settings, &self.settings);
+                    conn.settings = self.settings.clone();
+                    sql
+                });
+                legs.push(Leg { endpoint, conn, begin: None, settings });
                 continue;
             }
             match self.checkout(endpoint).await {
                 Ok(conn) => {
                     let begin = (self.tx != TxStatus::Idle)
                         .then(|| self.begin.clone().unwrap_or_else(|| "BEGIN".to_owned()));
-                    legs.push(Leg { endpoint, conn, begin });
+                    legs.push(Leg { endpoint, conn, begin, settings: None });
                 }
                 Err(e) => {
                     self.return_legs(legs, None);
@@ -352,6 +358,7 @@ impl Session {
         }
         self.backend = None;
         self.others.clear();
+        self.portal_shards.clear();
         self.set_cancel_target();
     }
 }
