@@ -441,3 +441,22 @@ async fn extended_protocol_transactions_across_shards() {
     assert_eq!(ids, vec![40, 80, 120]);
     tx.commit().await.unwrap();
 }
+
+/// An error the router raises itself in the middle of a transaction (here: shards whose
+/// schemas disagree) aborts the transaction like any error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_error_aborts_the_transaction() {
+    let r = router(4);
+    let cl = sharded_cluster();
+    let c = r.connect().await.unwrap();
+    setup(&c).await;
+    cl.psql(3, "app", "ALTER TABLE users ALTER COLUMN country TYPE varchar(10)").unwrap();
+    c.batch_execute("BEGIN").await.unwrap();
+    c.batch_execute("UPDATE users SET name = 'changed' WHERE id = 1").await.unwrap();
+    let e = c.batch_execute("SELECT country FROM users ORDER BY country").await.unwrap_err();
+    assert!(e.as_db_error().unwrap().message().contains("disagree"), "{e}");
+    let e = c.batch_execute("SELECT name FROM users WHERE id = 1").await.unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("25P02"), "{e}");
+    c.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(rows(&c, "SELECT name FROM users WHERE id = 1").await, vec![vec![Some("user1".into())]]);
+}

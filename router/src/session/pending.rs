@@ -38,6 +38,9 @@ pub enum Expect {
     /// A simple Query the router injected (the transaction's BEGIN on a shard that joins it):
     /// everything it produces is hidden.
     HiddenQuery,
+    /// A simple Query the router injected to abort the backend's transaction after an error
+    /// the router reported itself: everything it produces is hidden, its error included.
+    SilentQuery,
     /// Bytes made up by the router, emitted when they reach the front.
     Synthetic(Bytes),
     /// The client ended a COPY FROM STDIN (CopyDone/CopyFail). Not answered by itself; it
@@ -56,7 +59,7 @@ impl Expect {
                 t == tag::COMMAND_COMPLETE || t == tag::EMPTY_QUERY || t == tag::PORTAL_SUSPENDED
             }
             Expect::Close => t == tag::CLOSE_COMPLETE,
-            Expect::Sync | Expect::HiddenSync | Expect::Query | Expect::HiddenQuery => {
+            Expect::Sync | Expect::HiddenSync | Expect::Query | Expect::HiddenQuery | Expect::SilentQuery => {
                 t == tag::READY_FOR_QUERY
             }
             Expect::Synthetic(_) | Expect::CopyEnd => false,
@@ -64,7 +67,14 @@ impl Expect {
     }
 
     pub fn is_extended(&self) -> bool {
-        !matches!(self, Expect::Query | Expect::HiddenQuery | Expect::Synthetic(_) | Expect::CopyEnd)
+        !matches!(
+            self,
+            Expect::Query
+                | Expect::HiddenQuery
+                | Expect::SilentQuery
+                | Expect::Synthetic(_)
+                | Expect::CopyEnd
+        )
     }
 
     fn is_sync(&self) -> bool {
@@ -149,6 +159,13 @@ impl Pending {
 
     /// Matches one backend message against the queue.
     pub fn on_backend(&mut self, t: u8, undone: &mut Vec<UndoneParse>) -> Disposition {
+        if matches!(self.queue.front(), Some(Expect::SilentQuery)) {
+            if t == tag::READY_FOR_QUERY {
+                self.queue.pop_front();
+                self.drop_markers();
+            }
+            return Disposition::Hide;
+        }
         if t == tag::ERROR_RESPONSE {
             self.copy_in = false;
             let d = self.on_error(undone);

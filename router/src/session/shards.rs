@@ -286,6 +286,7 @@ impl Session {
     /// Takes back the legs of a fan-out: kept while a transaction is open (or in session
     /// pooling), returned to their pools otherwise, closed if broken.
     pub(super) fn return_legs(&mut self, legs: Vec<Leg>, outcome: Option<&Outcome>) {
+        let mut abort_leg = false;
         if let Some(o) = outcome {
             self.tx = match (o.status, self.tx) {
                 (TxStatus::Failed, _) | (_, TxStatus::Failed) => TxStatus::Failed,
@@ -293,6 +294,12 @@ impl Session {
                 (TxStatus::Idle, _) if !self.others.is_empty() => self.tx,
                 (TxStatus::Idle, _) => TxStatus::Idle,
             };
+            if o.errored && self.tx == TxStatus::InTransaction {
+                // The router reported an error (a merge failure) while every shard is fine:
+                // the transaction is aborted all the same, as on PostgreSQL.
+                self.tx = TxStatus::Failed;
+                abort_leg = true;
+            }
         }
         let keep = self.tx != TxStatus::Idle || self.mode == PoolMode::Session;
         for (i, leg) in legs.into_iter().enumerate() {
@@ -316,6 +323,13 @@ impl Session {
         }
         if self.tx == TxStatus::Idle {
             self.begin = None;
+        }
+        if abort_leg && self.backend.is_some() {
+            // Make the shard that now serves the transaction fail it too, so its next
+            // statements get 25P02 and nothing can commit.
+            let mut out = BytesMut::new();
+            frontend::encode_query(&mut out, ABORT_SQL);
+            self.send(&out, Some(Expect::SilentQuery));
         }
         self.set_cancel_target();
     }
@@ -362,6 +376,10 @@ impl Session {
         self.set_cancel_target();
     }
 }
+
+/// Aborts the backend's transaction block (its error is hidden from the client).
+const ABORT_SQL: &str =
+    "DO $pgr$ BEGIN RAISE EXCEPTION 'pg-router: transaction aborted by an earlier error'; END $pgr$";
 
 /// What PostgreSQL says to a statement in a failed transaction (the router says it when the
 /// statement would go to a shard the failed transaction has not touched).
