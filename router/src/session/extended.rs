@@ -400,6 +400,9 @@ impl Session {
     /// Describes a router portal: the client's own statement, described by one shard with the
     /// client's parameters and result formats, is exactly what the merged result looks like.
     async fn describe_portal(&mut self, name: &str) -> Result<(), End> {
+        if !self.answer_waiting_parses().await? {
+            return Ok(());
+        }
         let Some(p) = self.portals.get(name) else { return Ok(()) };
         let endpoint = match &p.kind {
             PortalKind::ShowRoute(_) => {
@@ -430,6 +433,22 @@ impl Session {
             describe_only: true,
         };
         self.run_fan_out(&[endpoint], &[request], &mut DescribeOnly::default(), true).await
+    }
+
+    /// Parses waiting in this batch go to a shard before the router answers anything itself,
+    /// so the client's replies stay in order. False when the batch was refused instead.
+    async fn answer_waiting_parses(&mut self) -> Result<bool, End> {
+        if self.deferred.is_empty() {
+            return Ok(true);
+        }
+        if self.tx == crate::protocol::backend::TxStatus::Failed && self.backend.is_none() {
+            // No shard can take them (the transaction failed before reaching one): answer
+            // them here; they are prepared wherever they are used later.
+            self.refuse_deferred();
+            return Ok(true);
+        }
+        let endpoint = self.preferred();
+        self.enter(endpoint, true).await
     }
 
     /// Sends a Describe or Execute of a portal to the shard it was bound on.
@@ -469,6 +488,9 @@ impl Session {
     }
 
     async fn execute_portal(&mut self, name: &str) -> Result<(), End> {
+        if !self.answer_waiting_parses().await? {
+            return Ok(());
+        }
         let Some(p) = self.portals.get(name) else { return Ok(()) };
         let query = p.query.clone();
         let types = p.param_types.clone();
@@ -601,12 +623,8 @@ impl Session {
         let c = DescribeOrClose::decode(&frame).map_err(decode_error)?;
         let router_portal = c.target == Target::Portal && self.portals.remove(c.name).is_some();
         let named_statement = c.target == Target::Statement && !c.name.is_empty() && self.transaction_mode();
-        if !self.deferred.is_empty() {
-            // A Parse of this batch is still waiting: its reply comes first.
-            let endpoint = self.preferred();
-            if !self.enter(endpoint, true).await? {
-                return Ok(());
-            }
+        if !self.answer_waiting_parses().await? {
+            return Ok(());
         }
         if c.target == Target::Portal && !router_portal {
             if let Some(&endpoint) = self.portal_shards.get(c.name) {
