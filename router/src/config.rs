@@ -508,3 +508,99 @@ mod tests {
         assert!(err.to_string().contains("pool_mode"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod routing_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const BASE: &str = r#"
+        databases = ["app"]
+        [[users]]
+        name = "app"
+        password = "secret"
+        [[shards]]
+        name = "s0"
+        host = "127.0.0.1"
+        port = 5432
+        [[shards]]
+        name = "s1"
+        host = "127.0.0.1"
+        port = 5433
+    "#;
+
+    /// The sharding part of the README's configuration reference.
+    const SHARDED: &str = r#"
+        [routing]
+        default_keyspace = "main"
+        [vschema.keyspaces.main]
+        sharded = false
+        [vschema.keyspaces.app]
+        sharded = true
+        vindexes.hash_id = { type = "hash", params = { column_type = "int" } }
+        tables.users = { column_vindexes = [{ column = "id", vindex = "hash_id" }] }
+        tables.orders = { column_vindexes = [{ column = "user_id", vindex = "hash_id" }] }
+        tables.countries = { type = "reference" }
+        [shard_map]
+        version = 1
+        keyspaces.main.shards = [{ name = "s0", range = "-" }]
+        keyspaces.app.shards = [{ name = "s0", range = "-80" }, { name = "s1", range = "80-" }]
+    "#;
+
+    fn validate(extra: &str) -> Result<Config, ConfigError> {
+        RawConfig::from_toml(&format!("{BASE}\n{extra}")).unwrap().validate()
+    }
+
+    #[test]
+    fn readme_sharding_example_is_valid() {
+        let c = validate(SHARDED).unwrap();
+        assert_eq!(c.routing.default_keyspace.as_deref(), Some("main"));
+        assert_eq!(c.routing.shard_map.keyspace("app").unwrap().shards().len(), 2);
+    }
+
+    #[test]
+    fn without_a_vschema_everything_is_one_keyspace_on_the_first_shard() {
+        let c = validate("").unwrap();
+        assert_eq!(c.routing.default_keyspace.as_deref(), Some(DEFAULT_KEYSPACE));
+        let shards = c.routing.shard_map.keyspace(DEFAULT_KEYSPACE).unwrap().shards();
+        assert_eq!(shards.len(), 1);
+        assert_eq!(shards[0].name.as_str(), "s0");
+    }
+
+    #[test]
+    fn bad_topologies_name_the_field() {
+        let cases = [
+            (
+                SHARDED.replace(r#"name = "s1", range = "80-""#, r#"name = "s9", range = "80-""#),
+                "shard_map.keyspaces.app",
+            ),
+            (SHARDED.replace(r#"range = "80-""#, r#"range = "90-""#), "shard_map"),
+            (
+                SHARDED.replace(r#"default_keyspace = "main""#, r#"default_keyspace = "app""#),
+                "routing.default_keyspace",
+            ),
+            (
+                SHARDED.replace(r#"default_keyspace = "main""#, r#"default_keyspace = "nope""#),
+                "routing.default_keyspace",
+            ),
+            (
+                SHARDED.replace(
+                    r#"vindex = "hash_id" }] }
+        tables.orders"#,
+                    r#"vindex = "nope" }] }
+        tables.orders"#,
+                ),
+                "vschema",
+            ),
+            (SHARDED[..SHARDED.find("[shard_map]").unwrap()].to_owned(), "shard_map"),
+            (format!("{SHARDED}\n[routing.extra]\n"), "extra"),
+        ];
+        for (extra, field) in cases {
+            let err = match RawConfig::from_toml(&format!("{BASE}\n{extra}")) {
+                Ok(raw) => raw.validate().unwrap_err().to_string(),
+                Err(e) => e.to_string(),
+            };
+            assert!(err.contains(field), "{field}: {err}");
+        }
+    }
+}
