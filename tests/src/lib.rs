@@ -182,7 +182,8 @@ fn watchdog(dir: &Path, shards: usize) -> Result<()> {
             dir.display()
         ));
     }
-    let as_pg = if is_root() { format!("runuser -u postgres -- sh -c '{stops}'") } else { stops };
+    // Each command ends with `;` so the `rm` below runs on its own, not as arguments of `sh -c`.
+    let as_pg = if is_root() { format!("runuser -u postgres -- sh -c '{stops}'; ") } else { stops };
     let script = format!(
         "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {as_pg} rm -rf {dir}",
         pid = std::process::id(),

@@ -297,6 +297,7 @@ async fn pgbench_scripts_run_across_shards_in_every_mode() {
             assert!(ok && out.contains("number of failed transactions: 0 "), "{name} -M {mode}:\n{out}");
         }
     }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
