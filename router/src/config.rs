@@ -462,7 +462,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    const BASE: &str = r#"
+    pub(super) const BASE: &str = r#"
         databases = ["app"]
         [[users]]
         name = "app"
@@ -514,20 +514,10 @@ mod routing_tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    const BASE: &str = r#"
-        databases = ["app"]
-        [[users]]
-        name = "app"
-        password = "secret"
-        [[shards]]
-        name = "s0"
-        host = "127.0.0.1"
-        port = 5432
-        [[shards]]
-        name = "s1"
-        host = "127.0.0.1"
-        port = 5433
-    "#;
+    /// The one-shard base config of the other tests, plus a second shard.
+    fn base() -> String {
+        format!("{}\n[[shards]]\nname = \"s1\"\nhost = \"127.0.0.1\"\nport = 5433\n", super::tests::BASE)
+    }
 
     /// The sharding part of the README's configuration reference.
     const SHARDED: &str = r#"
@@ -548,7 +538,7 @@ mod routing_tests {
     "#;
 
     fn validate(extra: &str) -> Result<Config, ConfigError> {
-        RawConfig::from_toml(&format!("{BASE}\n{extra}")).unwrap().validate()
+        RawConfig::from_toml(&format!("{}\n{extra}", base())).unwrap().validate()
     }
 
     #[test]
@@ -596,7 +586,7 @@ mod routing_tests {
             (format!("{SHARDED}\n[routing.extra]\n"), "extra"),
         ];
         for (extra, field) in cases {
-            let err = match RawConfig::from_toml(&format!("{BASE}\n{extra}")) {
+            let err = match RawConfig::from_toml(&format!("{}\n{extra}", base())) {
                 Ok(raw) => raw.validate().unwrap_err().to_string(),
                 Err(e) => e.to_string(),
             };

@@ -104,7 +104,7 @@ impl Session {
         match def {
             None => {
                 self.unnamed = Some(Unnamed {
-                    query: parse.query.to_owned(),
+                    query: Arc::from(parse.query),
                     param_types: Bytes::copy_from_slice(parse.param_types),
                     parsed_on: None,
                 });
@@ -137,7 +137,7 @@ impl Session {
 
     /// The statement a Bind or Describe names: text, raw parameter types, and its global
     /// definition when it is a named statement.
-    fn statement(&self, name: &str) -> Option<(String, Bytes, Option<Arc<StatementDef>>)> {
+    fn statement(&self, name: &str) -> Option<(Arc<str>, Bytes, Option<Arc<StatementDef>>)> {
         if name.is_empty() {
             return self.unnamed.as_ref().map(|u| (u.query.clone(), u.param_types.clone(), None));
         }
@@ -254,7 +254,7 @@ impl Session {
                 Action::Transaction(TxControl::Begin) => {
                     if self.tx == crate::protocol::backend::TxStatus::Idle {
                         // Replayed on every shard the transaction joins (isolation level...).
-                        self.begin = Some(query.clone());
+                        self.begin = Some(query.to_string());
                     }
                     let endpoint = self.preferred();
                     return self.bind_on(endpoint, &frame, def).await;
@@ -269,7 +269,7 @@ impl Session {
             // wherever they are used later).
             self.refuse_deferred();
         }
-        self.open_portal(portal, kind, query, param_types, params).await
+        self.open_portal(portal, kind, query.to_string(), param_types, params).await
     }
 
     fn refuse_bind(&mut self, e: ClientError) -> Result<(), End> {

@@ -220,7 +220,7 @@ fn backend_error(e: BackendError) -> ClientError {
 
 /// The unnamed prepared statement, kept so it can be parsed again on another shard.
 struct Unnamed {
-    query: String,
+    query: Arc<str>,
     param_types: Bytes,
     /// (endpoint, backend pid) it is currently parsed on.
     parsed_on: Option<(Endpoint, i32)>,

@@ -18,7 +18,7 @@ pub struct StatementDef {
     pub id: u64,
     /// The backend-side name, `pgr_<id>`.
     pub name: String,
-    pub query: String,
+    pub query: Arc<str>,
     /// Raw `count:i16 | oid:i32*` section of the Parse message.
     pub param_types: Bytes,
     pub kind: StatementKind,
@@ -53,7 +53,7 @@ impl StatementRegistry {
         let def = Arc::new(StatementDef {
             id,
             name: format!("pgr_{id}"),
-            query: key.0.clone(),
+            query: Arc::from(key.0.as_str()),
             param_types: key.1.clone(),
             kind,
             effects,
