@@ -169,7 +169,7 @@ impl KeyspaceShards {
 }
 
 /// The unvalidated document form of a [`ShardMap`] (what TOML/JSON hold).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShardMapDoc {
     /// Incremented on every change; routers never mix versions within one statement.
