@@ -78,6 +78,9 @@ password = "bench-pw"
 name = "s0"
 host = "127.0.0.1"
 port = $PG_PORT
+# The data path is what is measured; the embedded control store only serves routing changes.
+[control]
+mode = "off"
 CONF
 PG_ROUTER_LOG=warn "$PG_ROUTER_BIN" serve --config "$WORK/router.toml" >"$WORK/router.log" 2>&1 &
 ROUTER_PID=$!

@@ -62,6 +62,9 @@ max_size = $2
 [[users]]
 name = "bench"
 password = "bench-pw"
+# The data path is what is measured; the embedded control store only serves routing changes.
+[control]
+mode = "off"
 CONF
 }
 

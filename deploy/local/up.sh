@@ -34,6 +34,13 @@ listen = "127.0.0.1:$PORT"
 [metrics]
 listen = "127.0.0.1:$((PORT + 1))"
 
+# The embedded control store: the VSchema and shard map below are its first version; change
+# them with pg-router ctl (the config file is not read again once the store exists).
+[control]
+data_dir = "$STATE/control"
+listen = "127.0.0.1:$((PORT + 2))"
+token = "local-admin-token"
+
 [[users]]
 name = "app"
 password = "app"
@@ -104,3 +111,6 @@ echo
 echo "Demo tables: users and orders (sharded by user id), countries (copied to every shard)."
 echo "Try: SELECT country, count(*) FROM users GROUP BY country ORDER BY 2 DESC;"
 echo "     SHOW ROUTE FOR SELECT * FROM orders WHERE user_id = 7;"
+echo
+echo "Control API on 127.0.0.1:$((PORT + 2)) (token local-admin-token):"
+echo "  $ROOT/target/release/pg-router ctl --control 127.0.0.1:$((PORT + 2)) catalog"

@@ -58,6 +58,60 @@ pub struct RawConfig {
     /// Which `[[shards]]` own which key ranges of each keyspace (the vindex crate's shard map
     /// document; shard names are `[[shards]]` names). Required with `vschema`.
     pub shard_map: Option<vindex::ShardMapDoc>,
+    /// The control plane: where the VSchema and shard map live once the router runs.
+    #[serde(default)]
+    pub control: RawControl,
+}
+
+/// Where the router's routing documents live after start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ControlMode {
+    /// A single-node control store inside the router, in `data_dir` (the default).
+    #[default]
+    Embedded,
+    /// Follow an external control cluster (`pg-router control` nodes) at `endpoints`.
+    Remote,
+    /// No control plane: the config file's VSchema and shard map, fixed for the process lifetime.
+    Off,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawControl {
+    pub mode: ControlMode,
+    /// Embedded: the control store's directory (created if missing; one router per directory).
+    pub data_dir: PathBuf,
+    /// Embedded: address of the control API (admin API and `pg-router ctl`).
+    pub listen: String,
+    /// Embedded: the Raft node id.
+    pub node_id: u64,
+    /// Bearer token for control API writes. Without a token the API refuses all writes.
+    pub token: Option<String>,
+    /// Name of an environment variable holding the token (instead of `token`).
+    pub token_env: Option<String>,
+    /// Remote: control node API addresses (`host:port`), tried in turn.
+    pub endpoints: Vec<String>,
+    /// How this router is listed in the control store (default: `server.listen`).
+    pub router_id: Option<String>,
+    /// Remote: how long to wait at start for the first routing version.
+    pub startup_timeout_ms: u64,
+}
+
+impl Default for RawControl {
+    fn default() -> Self {
+        Self {
+            mode: ControlMode::Embedded,
+            data_dir: PathBuf::from("pg-router-data"),
+            listen: "127.0.0.1:7432".to_owned(),
+            node_id: 1,
+            token: None,
+            token_env: None,
+            endpoints: Vec::new(),
+            router_id: None,
+            startup_timeout_ms: 30_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -215,6 +269,15 @@ pub struct Config {
     pub users: HashMap<String, UserAuth>,
     pub shards: Vec<ShardConfig>,
     pub routing: RoutingConfig,
+    pub control: ControlConfig,
+}
+
+/// The validated `[control]` section.
+#[derive(Debug, Clone)]
+pub enum ControlConfig {
+    Off,
+    Embedded { data_dir: PathBuf, listen: SocketAddr, node_id: u64, token: Option<String>, router_id: String },
+    Remote { endpoints: Vec<String>, token: Option<String>, router_id: String, startup_timeout: Duration },
 }
 
 /// The sharding topology the router starts with.
@@ -347,8 +410,10 @@ impl RawConfig {
             }
         }
         let routing = self.validate_routing()?;
+        let control = self.validate_control()?;
         Ok(Config {
             routing,
+            control,
             listen,
             max_client_connections: s.max_client_connections,
             pool_mode: s.pool_mode,
@@ -381,6 +446,63 @@ impl RawConfig {
                 })
                 .collect(),
         })
+    }
+
+    fn validate_control(&self) -> Result<ControlConfig, ConfigError> {
+        let c = &self.control;
+        let token = match (&c.token, &c.token_env) {
+            (Some(_), Some(_)) => return Err(invalid("control.token_env", "set either token or token_env")),
+            (Some(t), None) => Some(t.clone()),
+            (None, Some(var)) => match std::env::var(var) {
+                Ok(t) if !t.is_empty() => Some(t),
+                _ => {
+                    return Err(invalid(
+                        "control.token_env",
+                        format!("environment variable {var} is not set"),
+                    ))
+                }
+            },
+            (None, None) => None,
+        };
+        if token.as_deref() == Some("") {
+            return Err(invalid("control.token", "must not be empty"));
+        }
+        let router_id = c.router_id.clone().unwrap_or_else(|| self.server.listen.clone());
+        match c.mode {
+            ControlMode::Off => Ok(ControlConfig::Off),
+            ControlMode::Embedded => {
+                let listen = c.listen.parse().map_err(|_| {
+                    invalid("control.listen", format!("{:?} is not an ip:port address", c.listen))
+                })?;
+                if c.node_id == 0 {
+                    return Err(invalid("control.node_id", "must be at least 1"));
+                }
+                if !c.endpoints.is_empty() {
+                    return Err(invalid("control.endpoints", "only used with mode = \"remote\""));
+                }
+                Ok(ControlConfig::Embedded {
+                    data_dir: c.data_dir.clone(),
+                    listen,
+                    node_id: c.node_id,
+                    token,
+                    router_id,
+                })
+            }
+            ControlMode::Remote => {
+                if c.endpoints.is_empty() {
+                    return Err(invalid("control.endpoints", "list the control nodes' API addresses"));
+                }
+                if c.startup_timeout_ms == 0 {
+                    return Err(invalid("control.startup_timeout_ms", "must be greater than 0"));
+                }
+                Ok(ControlConfig::Remote {
+                    endpoints: c.endpoints.clone(),
+                    token,
+                    router_id,
+                    startup_timeout: Duration::from_millis(c.startup_timeout_ms),
+                })
+            }
+        }
     }
 
     fn validate_routing(&self) -> Result<RoutingConfig, ConfigError> {

@@ -25,6 +25,10 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Run one node of a control cluster (HA mode; routers use `[control] mode = "remote"`).
+    Control(router::admin::ControlArgs),
+    /// Administer the control plane: show and change the VSchema, shards and members.
+    Ctl(router::admin::CtlArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -50,6 +54,14 @@ fn main() -> anyhow::Result<()> {
             };
             runtime.block_on(serve(config))
         }
+        Command::Control(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(router::admin::run_control(args, shutdown_signal())),
+        Command::Ctl(args) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(router::admin::run_ctl(args)),
     }
 }
 
@@ -65,10 +77,14 @@ async fn serve(config: router::config::Config) -> anyhow::Result<()> {
     }
     let listen = config.listen;
     let shared = router::server::shared(config)?;
+    let control = router::control::start(shared.clone()).await?;
     let listener =
         tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
     tracing::info!(%listen, "pg-router listening");
     router::server::serve(listener, shared, shutdown_signal()).await;
+    if let Some(c) = control {
+        c.shutdown().await;
+    }
     tracing::info!("pg-router stopped");
     Ok(())
 }

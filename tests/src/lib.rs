@@ -298,7 +298,13 @@ pub struct RouterOptions {
     pub shards: usize,
     /// Appended to the config file (routing, vschema, shard map).
     pub extra: String,
+    /// The `[control]` section; `None`: an embedded control node with its own data dir and API
+    /// port (token [`CONTROL_TOKEN`]).
+    pub control: Option<String>,
 }
+
+/// The admin token of test routers' embedded control nodes.
+pub const CONTROL_TOKEN: &str = "test-control-token";
 
 impl Default for RouterOptions {
     fn default() -> Self {
@@ -315,6 +321,7 @@ impl Default for RouterOptions {
             cluster: None,
             shards: 0,
             extra: String::new(),
+            control: None,
         }
     }
 }
@@ -353,6 +360,8 @@ pub fn test_cert() -> &'static (PathBuf, PathBuf) {
 pub struct Router {
     pub port: u16,
     pub metrics_port: Option<u16>,
+    /// The embedded control node's API, when the router runs one.
+    pub control_addr: Option<std::net::SocketAddr>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -392,6 +401,19 @@ impl Router {
             toml.push_str(&format!("\n[metrics]\nlisten = \"127.0.0.1:{m}\"\n"));
         }
         toml.push_str(&opts.extra);
+        match &opts.control {
+            Some(section) => toml.push_str(section),
+            None => {
+                static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+                let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let dir = c.dir.join(format!("control-{}-{n}", std::process::id()));
+                toml.push_str(&format!(
+                    "\n[control]\nmode = \"embedded\"\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:{}\"\ntoken = \"{CONTROL_TOKEN}\"\n",
+                    dir.display(),
+                    free_port()
+                ));
+            }
+        }
         toml
     }
 
@@ -428,15 +450,22 @@ impl Router {
                     Ok(l) => l,
                     Err(e) => panic!("listener: {e}"),
                 };
-                let _ = ready_tx.send(());
+                let control = match router::control::start(shared.clone()).await {
+                    Ok(c) => c,
+                    Err(e) => panic!("control plane: {e:#}"),
+                };
+                let _ = ready_tx.send(control.as_ref().and_then(router::control::ControlPlane::api_addr));
                 router::server::serve(listener, shared, async {
                     let _ = stop_rx.await;
                 })
                 .await;
+                if let Some(c) = control {
+                    c.shutdown().await;
+                }
             });
         });
-        let _ = ready_rx.recv_timeout(Duration::from_secs(30));
-        Self { port, metrics_port, stop: Some(stop_tx), thread: Some(thread) }
+        let control_addr = ready_rx.recv_timeout(Duration::from_secs(30)).ok().flatten();
+        Self { port, metrics_port, control_addr, stop: Some(stop_tx), thread: Some(thread) }
     }
 
     /// Starts a graceful shutdown and returns a handle that waits for it to finish.

@@ -102,7 +102,7 @@ pub(crate) fn parse_hex_prefix(s: &str) -> std::result::Result<u64, &'static str
     if digits.len() < 2 || digits.len() > 16 {
         return Err("expected 2 to 16 hex digits");
     }
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return Err("expected an even number of hex digits (whole bytes)");
     }
     let mut value: u64 = 0;

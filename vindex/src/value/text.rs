@@ -55,7 +55,7 @@ pub(crate) fn parse_uuid(s: &str) -> Parsed<[u8; 16]> {
     let mut last_was_hyphen = false;
     for c in inner.chars() {
         if c == '-' {
-            if digits == 0 || digits % 4 != 0 || digits == 32 || last_was_hyphen {
+            if digits == 0 || !digits.is_multiple_of(4) || digits == 32 || last_was_hyphen {
                 return Err("misplaced hyphen in uuid");
             }
             last_was_hyphen = true;
@@ -65,7 +65,7 @@ pub(crate) fn parse_uuid(s: &str) -> Parsed<[u8; 16]> {
         if digits == 32 {
             return Err("uuid has more than 32 hex digits");
         }
-        out[digits / 2] |= (d as u8) << if digits % 2 == 0 { 4 } else { 0 };
+        out[digits / 2] |= (d as u8) << if digits.is_multiple_of(2) { 4 } else { 0 };
         digits += 1;
         last_was_hyphen = false;
     }

@@ -265,7 +265,7 @@ fn parse_bytea(v: &[u8]) -> Result<Vec<u8>, MergeError> {
     let err = || MergeError::InvalidText { type_name: "bytea" };
     if let Some(hex) = v.strip_prefix(b"\\x") {
         let digits: Vec<u8> = hex.iter().copied().filter(|c| !c.is_ascii_whitespace()).collect();
-        if digits.len() % 2 != 0 {
+        if !digits.len().is_multiple_of(2) {
             return Err(err());
         }
         let mut out = Vec::with_capacity(digits.len() / 2);

@@ -1,0 +1,154 @@
+//! HTTP plumbing shared by the API server, the Raft network and the admin client: a response
+//! body that is either whole or a stream, and a keep-alive HTTP/1.1 client for one address.
+
+use std::convert::Infallible;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Frame, Incoming};
+use hyper::client::conn::http1::SendRequest;
+pub use hyper::{Method, StatusCode};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+/// What the API server answers with.
+pub enum Body {
+    Whole(Option<Bytes>),
+    /// Chunks as they are produced; the response ends when the sender is dropped.
+    Stream(mpsc::Receiver<Bytes>),
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            Body::Whole(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Body::Stream(rx) => rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b)))),
+        }
+    }
+}
+
+/// A JSON response.
+pub fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+    let bytes =
+        serde_json::to_vec(value).unwrap_or_else(|e| format!("{{\"error\":\"encode: {e}\"}}").into_bytes());
+    let mut r = Response::new(Body::Whole(Some(Bytes::from(bytes))));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+    r
+}
+
+/// An error response: `{"error": message}` plus extra fields.
+pub fn error(status: StatusCode, message: impl Into<String>) -> Response<Body> {
+    json(status, &serde_json::json!({ "error": message.into() }))
+}
+
+/// An HTTP/1.1 connection to one address, reconnected on demand.
+pub struct Client {
+    addr: String,
+    token: Option<String>,
+    sender: Option<SendRequest<Full<Bytes>>>,
+}
+
+impl Client {
+    #[must_use]
+    pub fn new(addr: impl Into<String>, token: Option<String>) -> Self {
+        Self { addr: addr.into(), token, sender: None }
+    }
+
+    #[must_use]
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    async fn connect(&mut self, timeout: Duration) -> io::Result<&mut SendRequest<Full<Bytes>>> {
+        if self.sender.as_ref().is_none_or(SendRequest::is_closed) {
+            self.sender = None;
+            let stream =
+                tokio::time::timeout(timeout, TcpStream::connect(&self.addr)).await.map_err(|_| {
+                    io::Error::new(io::ErrorKind::TimedOut, format!("connect to {} timed out", self.addr))
+                })??;
+            stream.set_nodelay(true)?;
+            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(io::Error::other)?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            self.sender = Some(sender);
+        }
+        self.sender.as_mut().ok_or_else(|| io::Error::other("no connection"))
+    }
+
+    /// Sends one request and returns the response head and its (not yet read) body.
+    pub async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> io::Result<Response<Incoming>> {
+        let mut req = Request::builder().method(method).uri(path).header("host", self.addr.clone());
+        if let Some(t) = &self.token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        if body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
+        let req = req.body(Full::new(Bytes::from(body.unwrap_or_default()))).map_err(io::Error::other)?;
+        let addr = self.addr.clone();
+        let result = tokio::time::timeout(timeout, async {
+            let sender = self.connect(timeout).await?;
+            sender.ready().await.map_err(io::Error::other)?;
+            sender.send_request(req).await.map_err(io::Error::other)
+        })
+        .await;
+        match result {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => {
+                self.sender = None;
+                Err(e)
+            }
+            Err(_) => {
+                self.sender = None;
+                Err(io::Error::new(io::ErrorKind::TimedOut, format!("request to {addr} timed out")))
+            }
+        }
+    }
+
+    /// Sends one request and reads the whole response.
+    pub async fn call(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> io::Result<(StatusCode, Bytes)> {
+        let resp = self.send(method, path, body, timeout).await?;
+        let status = resp.status();
+        let bytes = match tokio::time::timeout(timeout, resp.into_body().collect()).await {
+            Ok(Ok(b)) => b.to_bytes(),
+            Ok(Err(e)) => {
+                self.sender = None;
+                return Err(io::Error::other(e));
+            }
+            Err(_) => {
+                self.sender = None;
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "response body timed out"));
+            }
+        };
+        Ok((status, bytes))
+    }
+}
