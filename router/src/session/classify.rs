@@ -284,11 +284,12 @@ fn session_effect(stmt: &[&str]) -> SessionEffect {
             None => SessionEffect::None,
         };
     }
-    if is("listen") || is("unlisten") {
-        return SessionEffect::Unsupported(
-            "LISTEN/UNLISTEN need a dedicated connection: use session pooling mode",
-        );
+    if is("listen") {
+        return SessionEffect::Unsupported("LISTEN needs a dedicated connection: use session pooling mode");
     }
+    // UNLISTEN is left alone: LISTEN being refused, the client listens on nothing, and neither
+    // do the pool's backends, so it changes nothing anywhere. Drivers send it when they reset a
+    // connection (asyncpg's pool: `... UNLISTEN *; RESET ALL;`), which must not fail.
     if is("prepare") && !kw(t(1), "transaction") {
         return SessionEffect::Unsupported(
             "SQL PREPARE is not supported in transaction pooling mode; use protocol-level prepared statements (Parse/Bind)",
@@ -363,6 +364,11 @@ mod tests {
     #[test]
     fn unsupported_and_dirty() {
         assert!(matches!(effects("LISTEN ch")[0], SessionEffect::Unsupported(_)));
+        assert_eq!(effects("UNLISTEN *"), vec![]);
+        assert_eq!(
+            effects("SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL;"),
+            vec![SessionEffect::ResetAll]
+        );
         assert!(matches!(effects("select pg_advisory_lock(1)")[0], SessionEffect::Unsupported(_)));
         assert_eq!(effects("select pg_advisory_xact_lock(1)"), vec![]);
         assert!(matches!(effects("PREPARE p AS select 1")[0], SessionEffect::Unsupported(_)));

@@ -128,6 +128,13 @@ impl Pending {
                 self.copy_in = false;
                 return None;
             }
+            // Nothing outstanding can start a COPY (the router itself answered the client's
+            // COPY, e.g. refused it): the backend ignores the CopyDone and a marker would stay
+            // at the front of the queue forever. asyncpg sends its COPY data and CopyDone
+            // without waiting for CopyInResponse, so they arrive after such a refusal.
+            Expect::CopyEnd if !self.queue.iter().any(|e| matches!(e, Expect::Query | Expect::Execute)) => {
+                return None;
+            }
             Expect::Sync | Expect::HiddenSync if self.copy_in => return None,
             _ => {}
         }
@@ -150,7 +157,10 @@ impl Pending {
     pub fn pop_synthetic(&mut self) -> Option<Bytes> {
         match self.queue.front() {
             Some(Expect::Synthetic(_)) => match self.queue.pop_front() {
-                Some(Expect::Synthetic(b)) => Some(b),
+                Some(Expect::Synthetic(b)) => {
+                    self.drop_markers();
+                    Some(b)
+                }
                 _ => None,
             },
             _ => None,
@@ -348,6 +358,34 @@ mod tests {
         p.push(Expect::CopyEnd);
         p.on_backend(b'E', &mut undone);
         p.on_backend(b'Z', &mut undone);
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn copy_end_after_a_copy_the_router_answered_expects_nothing() {
+        let mut undone = vec![];
+        let refusal = || Expect::Synthetic(Bytes::from_static(b"E..Z.."));
+        // Nothing outstanding: the refusal goes out at once; data and CopyDone follow.
+        let mut p = Pending::default();
+        p.push(refusal());
+        assert!(p.pop_synthetic().is_some());
+        p.push(Expect::CopyEnd);
+        assert!(p.is_empty());
+        // Pipelined behind a forwarded query: the marker leaves with the refusal.
+        p.push(Expect::Query);
+        p.push(refusal());
+        p.push(Expect::CopyEnd);
+        for t in [b'T', b'D', b'C', b'Z'] {
+            p.on_backend(t, &mut undone);
+        }
+        assert!(p.pop_synthetic().is_some());
+        assert!(p.is_empty());
+        // A backend-side COPY that fails after the client's CopyDone arrived expects nothing
+        // either once its error and ReadyForQuery are in.
+        p.push(Expect::Query);
+        p.on_backend(b'E', &mut undone);
+        p.on_backend(b'Z', &mut undone);
+        p.push(Expect::CopyEnd);
         assert!(p.is_empty());
     }
 
