@@ -58,10 +58,15 @@ fn main() -> anyhow::Result<()> {
             .enable_all()
             .build()?
             .block_on(router::admin::run_control(args, shutdown_signal())),
-        Command::Ctl(args) => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-            .block_on(router::admin::run_ctl(args)),
+        Command::Ctl(args) => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            if let Err(e) = rt.block_on(router::admin::run_ctl(args)) {
+                // A message for the operator, not a backtrace.
+                eprintln!("error: {e:#}");
+                std::process::exit(1);
+            }
+            Ok(())
+        }
     }
 }
 
