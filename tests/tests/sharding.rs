@@ -461,3 +461,84 @@ async fn a_router_error_aborts_the_transaction() {
     c.batch_execute("COMMIT").await.unwrap();
     assert_eq!(rows(&c, "SELECT name FROM users WHERE id = 1").await, vec![vec![Some("user1".into())]]);
 }
+
+/// Every chunk `Execute(portal, n)` returns, as text cells, until the portal is exhausted.
+async fn portal_chunks(
+    c: &mut tokio_postgres::Client,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    n: i32,
+) -> Vec<Vec<Vec<String>>> {
+    let tx = c.transaction().await.unwrap();
+    let stmt = tx.prepare(sql).await.unwrap();
+    let portal = tx.bind(&stmt, params).await.unwrap();
+    let cell = |row: &tokio_postgres::Row, i: usize| -> String {
+        if let Ok(v) = row.try_get::<_, Option<String>>(i) {
+            return format!("{v:?}");
+        }
+        if let Ok(v) = row.try_get::<_, Option<i64>>(i) {
+            return format!("{v:?}");
+        }
+        format!("{:?}", row.try_get::<_, Option<i32>>(i).unwrap())
+    };
+    let mut chunks = Vec::new();
+    loop {
+        let rows = tx.query_portal(&portal, n).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let done = rows.len() < n as usize;
+        chunks.push(rows.iter().map(|r| (0..r.len()).map(|i| cell(r, i)).collect()).collect());
+        if done {
+            break;
+        }
+    }
+    tx.rollback().await.unwrap();
+    chunks
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_limited_executes_fetch_cross_shard_results_in_chunks_as_postgres_does() {
+    let r = router(4);
+    let mut routed = r.connect().await.unwrap();
+    // The sharded cluster's fifth server is a plain PostgreSQL: the reference.
+    let mut plain = pg_router_tests::connect(sharded_cluster().direct(4)).await.unwrap();
+    let mut values = Vec::new();
+    for i in 1..=50 {
+        values.push(format!(
+            "('sku{i:03}', {}, {})",
+            (i * 37) % 23,
+            if i % 9 == 0 { "NULL".into() } else { format!("'n{}'", i % 11) }
+        ));
+    }
+    for c in [&routed, &plain] {
+        c.batch_execute("DROP TABLE IF EXISTS products").await.unwrap();
+        c.batch_execute("CREATE TABLE products (sku text PRIMARY KEY, price int NOT NULL, name text)")
+            .await
+            .unwrap();
+        c.batch_execute(&format!("INSERT INTO products (sku, price, name) VALUES {}", values.join(", ")))
+            .await
+            .unwrap();
+    }
+    let ten = 10i32;
+    let cases: [(&str, &[&(dyn tokio_postgres::types::ToSql + Sync)]); 4] = [
+        ("SELECT sku, price FROM products ORDER BY price, sku", &[]),
+        ("SELECT count(*), sum(price), max(name) FROM products", &[]),
+        ("SELECT name, count(*) FROM products WHERE price > $1 GROUP BY name ORDER BY name DESC NULLS LAST LIMIT 7", &[&ten]),
+        ("SELECT sku FROM products WHERE sku > 'sku040' ORDER BY sku", &[]),
+    ];
+    for (sql, params) in cases {
+        for n in [1, 3, 10, 50, 51] {
+            let got = portal_chunks(&mut routed, sql, params, n).await;
+            let want = portal_chunks(&mut plain, sql, params, n).await;
+            assert_eq!(got, want, "{sql} in chunks of {n}");
+        }
+    }
+    // The portal survives between Executes in a transaction; statements that write on several
+    // shards still refuse a row limit.
+    let tx = routed.transaction().await.unwrap();
+    let stmt = tx.prepare("UPDATE products SET price = price + 1 RETURNING sku").await.unwrap();
+    let portal = tx.bind(&stmt, &[]).await.unwrap();
+    let e = tx.query_portal(&portal, 5).await.unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("0A000"), "{e}");
+    drop(tx);
+    let n: i64 = routed.query_one("SELECT count(*) FROM products", &[]).await.unwrap().get(0);
+    assert_eq!(n, 50);
+}

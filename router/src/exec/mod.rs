@@ -11,6 +11,7 @@
 //! backend is left in a known state; a leg that breaks the protocol is marked broken and the
 //! session drops its connection.
 
+pub mod chunks;
 pub mod fanout;
 pub mod insert;
 pub mod merge;

@@ -15,6 +15,7 @@ use super::simple::plan_error;
 use super::statements::StatementDef;
 use super::{unsupported_error, Deferred, End, Session, Stop, Unnamed};
 use crate::error::{sqlstate, ClientError};
+use crate::exec::chunks::{Capture, Chunks};
 use crate::exec::insert::Reorder;
 use crate::exec::{Concat, DescribeOnly, First, LegRequest};
 use crate::protocol::backend;
@@ -32,6 +33,8 @@ pub(super) struct RouterPortal {
     formats: Vec<i16>,
     values: Vec<Option<Bytes>>,
     result_formats: Vec<i16>,
+    /// The merged result, once an Execute with a row limit has run the portal.
+    fetched: Option<Chunks>,
 }
 
 enum PortalKind {
@@ -356,6 +359,7 @@ impl Session {
             formats: params.formats,
             values: params.values.iter().map(|v| v.map(Bytes::copy_from_slice)).collect(),
             result_formats: params.result_formats,
+            fetched: None,
         };
         self.portals.insert(name, portal);
         let mut out = BytesMut::new();
@@ -468,26 +472,30 @@ impl Session {
             return self.forward_portal(&name, frame, Expect::Execute).await;
         }
         let name = portal.to_owned();
-        if max_rows > 0
-            && !matches!(
-                self.portals.get(&name).map(|p| &p.kind),
-                Some(PortalKind::ShowRoute(_) | PortalKind::Complete(_))
-            )
-        {
+        let chunked_write = matches!(
+            self.portals.get(&name).map(|p| &p.kind),
+            Some(PortalKind::Broadcast { .. } | PortalKind::Insert { .. })
+        ) || matches!(self.portals.get(&name).map(|p| &p.kind), Some(PortalKind::Scatter { scatter, .. }) if scatter.write);
+        if max_rows > 0 && chunked_write {
             self.refuse_deferred();
             self.refuse(
                 unsupported_error(
-                    "pg-router: fetching a cross-shard result in chunks (Execute with a row limit) is not \
-                     supported; fetch all rows at once",
+                    "pg-router: a statement that writes on several shards cannot run with a row limit \
+                     (Execute with max_rows); fetch all rows at once",
                 ),
                 true,
             );
             return Ok(());
         }
-        self.execute_portal(&name).await
+        self.execute_portal(&name, usize::try_from(max_rows).unwrap_or(0)).await
     }
 
-    async fn execute_portal(&mut self, name: &str) -> Result<(), End> {
+    async fn execute_portal(&mut self, name: &str, max_rows: usize) -> Result<(), End> {
+        if let Some(chunks) = self.portals.get_mut(name).and_then(|p| p.fetched.as_mut()) {
+            let reply = chunks.next(max_rows);
+            self.synthetic(reply);
+            return Ok(());
+        }
         if !self.answer_waiting_parses().await? {
             return Ok(());
         }
@@ -545,7 +553,29 @@ impl Session {
                     return Ok(());
                 }
             };
-            return self.run_fan_out(&endpoints, &requests, combine.as_mut(), true).await;
+            if max_rows == 0 {
+                self.run_fan_out(&endpoints, &requests, combine.as_mut(), true).await?;
+                if let Some(p) = self.portals.get_mut(name) {
+                    // Run to completion: a later Execute of the portal returns no rows.
+                    p.fetched = Some(Chunks::exhausted("SELECT"));
+                }
+                return Ok(());
+            }
+            let limit = self.shared.config.routing.max_buffered_rows;
+            let mut capture = Capture::new(combine.as_mut(), limit);
+            let skipping = self.client_skip;
+            self.run_fan_out(&endpoints, &requests, &mut capture, true).await?;
+            if skipping || self.client_skip {
+                // The fan-out failed (its error went to the client) or never ran.
+                return Ok(());
+            }
+            let mut chunks = capture.into_chunks();
+            let reply = chunks.next(max_rows);
+            if let Some(p) = self.portals.get_mut(name) {
+                p.fetched = Some(chunks);
+            }
+            self.synthetic(reply);
+            return Ok(());
         }
         if let Some((groups, split, ids)) = insert {
             let rows = InsertRows { groups: &groups, split: &split, ids: ids.as_deref() };

@@ -193,8 +193,10 @@ impl Pending {
         if !front.ends_with(t) {
             return if hidden_query { Disposition::Hide } else { Disposition::Forward };
         }
-        let hide =
-            matches!(front, Expect::Parse { hide: true, .. } | Expect::HiddenSync | Expect::HiddenQuery);
+        let hide = matches!(
+            front,
+            Expect::Parse { hide: true, .. } | Expect::HiddenBind | Expect::HiddenSync | Expect::HiddenQuery
+        );
         self.queue.pop_front();
         self.drop_markers();
         if hide {
@@ -386,6 +388,21 @@ mod tests {
         p.on_backend(b'E', &mut undone);
         p.on_backend(b'Z', &mut undone);
         p.push(Expect::CopyEnd);
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn injected_parse_and_bind_replies_are_hidden() {
+        let mut undone = vec![];
+        let mut p = Pending::default();
+        p.push(Expect::Parse { def: None, client_name: None, hide: true });
+        p.push(Expect::HiddenBind);
+        p.push(Expect::Execute);
+        p.push(Expect::Sync);
+        assert_eq!(p.on_backend(tag::PARSE_COMPLETE, &mut undone), Disposition::Hide);
+        assert_eq!(p.on_backend(tag::BIND_COMPLETE, &mut undone), Disposition::Hide);
+        assert_eq!(p.on_backend(tag::ERROR_RESPONSE, &mut undone), Disposition::Forward);
+        assert_eq!(p.on_backend(tag::READY_FOR_QUERY, &mut undone), Disposition::Forward);
         assert!(p.is_empty());
     }
 

@@ -625,13 +625,13 @@ public final class JdbcClient {
       equal(scalar(c, "SELECT count(*) FROM jdbc_users"), 65L, "count after the refused COPY");
 
       step("sharded: setFetchSize outside a transaction (pgJDBC fetches everything at once)");
+      List<Long> all = new ArrayList<>();
       try (Statement s = c.createStatement()) {
         s.setFetchSize(10);
-        int rows = 0;
         try (ResultSet rs = s.executeQuery("SELECT id FROM jdbc_users ORDER BY id")) {
-          while (rs.next()) rows++;
+          while (rs.next()) all.add(rs.getLong(1));
         }
-        equal(rows, 65, "rows with fetchSize in autocommit");
+        equal(all.size(), 65, "rows with fetchSize in autocommit");
       }
 
       step("sharded: setFetchSize in a transaction on one shard (row-limited Execute works)");
@@ -647,25 +647,35 @@ public final class JdbcClient {
       }
       c.commit();
 
-      step("sharded: setFetchSize in a transaction across shards -> 0A000 (pinned limitation)");
-      // Pinned current behaviour: the router refuses Execute with a row limit on a cross-shard
-      // portal; the transaction is aborted and the connection is usable after ROLLBACK.
-      try (Statement s = c.createStatement()) {
-        s.setFetchSize(10);
-        SQLException e =
-            expectError(
-                "0A000",
-                () -> s.executeQuery("SELECT id FROM jdbc_users ORDER BY id").close(),
-                "fetchSize across shards");
-        check(e.getMessage().contains("row limit"), "row-limit refusal message: " + e.getMessage());
+      step("sharded: setFetchSize in a transaction across shards (the merged result in chunks)");
+      for (int size : new int[] {1, 10, 65, 100}) {
+        try (Statement s = c.createStatement()) {
+          s.setFetchSize(size);
+          List<Long> got = new ArrayList<>();
+          try (ResultSet rs = s.executeQuery("SELECT id FROM jdbc_users ORDER BY id")) {
+            while (rs.next()) got.add(rs.getLong(1));
+          }
+          equal(got.toString(), all.toString(), "ids fetched " + size + " at a time");
+          try (ResultSet rs = s.executeQuery("SELECT count(*), min(id), max(id) FROM jdbc_users")) {
+            check(rs.next(), "aggregate row");
+            equal(rs.getLong(1), 65L, "count in chunks");
+            equal(rs.getLong(2), all.get(0), "min in chunks");
+            equal(rs.getLong(3), all.get(64), "max in chunks");
+            check(!rs.next(), "one aggregate row");
+          }
+        }
       }
-      c.rollback();
+      c.commit();
       c.setAutoCommit(true);
 
-      step("sharded: setMaxRows on a scatter query (Execute with a row limit) -> 0A000 (pinned)");
+      step("sharded: setMaxRows on a scatter query (Execute with a row limit)");
       try (Statement s = c.createStatement()) {
         s.setMaxRows(3);
-        expectError("0A000", () -> s.executeQuery("SELECT id FROM jdbc_users ORDER BY id").close(), "setMaxRows");
+        List<Long> got = new ArrayList<>();
+        try (ResultSet rs = s.executeQuery("SELECT id FROM jdbc_users ORDER BY id")) {
+          while (rs.next()) got.add(rs.getLong(1));
+        }
+        equal(got.toString(), all.subList(0, 3).toString(), "setMaxRows(3)");
       }
       equal(scalar(c, "SELECT count(*) FROM jdbc_users"), 65L, "usable after the refusals");
     }

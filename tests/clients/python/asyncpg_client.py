@@ -436,27 +436,23 @@ async def sharded():
         # One shard: the portal is the shard's own, so row limits work.
         ids = [r["id"] async for r in conn.cursor("SELECT id FROM asy_users WHERE id = $1", 7, prefetch=1)]
         equal(ids, [7], "cursor over a single-shard query")
-    # Across shards the router refuses a row-limited Execute (pinned current behaviour).
-    tr = conn.transaction()
-    await tr.start()
-    e = await expect_error(
-        exc.FeatureNotSupportedError,
-        "0A000",
-        conn.cursor("SELECT id FROM asy_users ORDER BY id", prefetch=10).__aiter__().__anext__(),
-        "cursor over a scatter query",
-    )
-    check("row limit" in str(e), f"row-limit refusal message: {e}")
-    await tr.rollback()
-    equal(await first(conn, "SELECT count(*) FROM asy_users"), 65, "usable after the refusal")
+    # Across shards the router runs the merge once and hands the result out in chunks.
+    all_ids = [r["id"] for r in await conn.fetch("SELECT id FROM asy_users ORDER BY id")]
+    for prefetch in (1, 10, 1000):
+        async with conn.transaction():
+            ids = [r["id"] async for r in conn.cursor("SELECT id FROM asy_users ORDER BY id", prefetch=prefetch)]
+        equal(ids, all_ids, f"cursor over a scatter query, prefetch={prefetch}")
+    async with conn.transaction():
+        cur = await conn.cursor("SELECT id FROM asy_users ORDER BY id DESC")
+        equal([r["id"] for r in await cur.fetch(5)], all_ids[::-1][:5], "cursor.fetch(5)")
+        equal((await cur.fetchrow())["id"], all_ids[::-1][5], "cursor.fetchrow()")
+    equal(await first(conn, "SELECT count(*) FROM asy_users"), 65, "usable after the cursors")
 
     step("sharded: fetchval/fetchrow of a cross-shard query (Execute with a row limit of 1)")
-    # Pinned current behaviour: asyncpg's fetchval/fetchrow send Execute with max_rows=1, and
-    # the router refuses a row limit on a cross-shard portal with 0A000. Use fetch() instead.
-    for call in (conn.fetchval, conn.fetchrow):
-        e = await expect_error(
-            exc.FeatureNotSupportedError, "0A000", call("SELECT count(*) FROM asy_users"), call.__name__
-        )
-        check("row limit" in str(e), f"{call.__name__} refusal message: {e}")
+    equal(await conn.fetchval("SELECT count(*) FROM asy_users"), 65, "fetchval(count(*)) across shards")
+    row = await conn.fetchrow("SELECT min(id) AS lo, max(id) AS hi FROM asy_users")
+    equal((row["lo"], row["hi"]), (all_ids[0], all_ids[-1]), "fetchrow(min, max) across shards")
+    equal(await conn.fetchval("SELECT id FROM asy_users ORDER BY id DESC"), all_ids[-1], "fetchval of a sorted scatter")
     equal(await conn.fetchval("SELECT name FROM asy_users WHERE id = $1", 9), "user9", "fetchval on one shard")
 
     step("sharded: asyncpg Pool (its reset query runs on release)")
