@@ -1,13 +1,15 @@
 //! The router's side of the control plane: start the embedded control node or follow a remote
 //! control cluster, and swap in every new routing version.
 //!
-//! A version is applied whole: a new [`Topology`] (VSchema, shard map, a fresh planner and plan
-//! cache) replaces the old one in one pointer swap. Sessions pick it up between transactions, so
-//! a statement or transaction never mixes versions. A version the router cannot serve (it names
-//! a shard missing from this router's `[[shards]]`, whose credentials and TLS settings only the
-//! config file holds) is refused with an error in the log, and the router keeps the version it
-//! has. When the stream to a remote control cluster breaks, the router keeps serving on its last
-//! version, says so in the log, and shows `pg_router_control_connected 0`.
+//! A version is applied whole: a new [`Topology`] (VSchema, shard map, shard endpoints, a fresh
+//! planner and plan cache) replaces the old one in one pointer swap. Sessions pick it up between
+//! transactions, so a statement or transaction never mixes versions. Shards are reached at the
+//! addresses the control store gives, with the users' backend credentials from the config file;
+//! a shard the config's `[[shards]]` also lists keeps its TLS settings there, others are reached
+//! without TLS. A version the router cannot build is refused with an error in the log and the
+//! router keeps the one it has. When the stream to a remote control cluster breaks, the router
+//! keeps serving on its last version, says so in the log, and shows
+//! `pg_router_control_connected 0`.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -177,25 +179,19 @@ pub fn apply(shared: &Shared, ev: &WatchEvent) -> Result<(), String> {
     let mut doc = ev.routing.shard_map.clone();
     doc.version = ev.version;
     let shard_map = vindex::ShardMap::try_from(doc).map_err(|e| format!("shard_map: {e}"))?;
+    // Every shard the map names needs an endpoint; each (name, address) gets a pool of its own,
+    // so a moved shard is reached at its new address while old sessions finish on the old one.
+    let mut endpoints = std::collections::HashMap::new();
     for ks in shard_map.keyspaces() {
         for s in ks.shards() {
             let name = s.name.as_str();
-            let Some(local) = config.shards.iter().find(|c| c.name == name) else {
-                return Err(format!(
-                    "keyspace {} uses shard {name:?}, which is not in this router's [[shards]] (add it there with its credentials)",
-                    ks.keyspace()
-                ));
-            };
-            if let Some(ep) = ev.routing.shards.get(name) {
-                if ep.host != local.host || ep.port != local.port {
-                    tracing::warn!(
-                        shard = name,
-                        control = %format!("{}:{}", ep.host, ep.port),
-                        config = %format!("{}:{}", local.host, local.port),
-                        "the control store's endpoint for this shard differs from [[shards]]; connecting to the config's"
-                    );
-                }
+            if endpoints.contains_key(name) {
+                continue;
             }
+            let Some(ep) = ev.routing.shards.get(name) else {
+                return Err(format!("keyspace {} uses shard {name:?}, which has no endpoint", ks.keyspace()));
+            };
+            endpoints.insert(name.to_owned(), shared.pools.endpoint_for(name, &ep.host, ep.port));
         }
     }
     let default_keyspace = config
@@ -209,7 +205,7 @@ pub fn apply(shared: &Shared, ev: &WatchEvent) -> Result<(), String> {
         default_keyspace,
         ..config.routing.clone()
     };
-    let topology = Topology::new(&routing, &config.shards).map_err(|e| e.to_string())?;
+    let topology = Topology::new(&routing, endpoints).map_err(|e| e.to_string())?;
     shared.topology.set(topology);
     if !ev.write_blocked.is_empty() {
         tracing::warn!(

@@ -38,7 +38,8 @@ pub fn shared(config: Config) -> anyhow::Result<Arc<Shared>> {
         });
     }
     let pools = Arc::new(Pools::new(config.shards.clone(), backend_tls, config.pool.clone()));
-    let topology = Topology::new(&config.routing, &config.shards)
+    let endpoints = config.shards.iter().enumerate().map(|(i, s)| (s.name.clone(), i)).collect();
+    let topology = Topology::new(&config.routing, endpoints)
         .map_err(|e| anyhow::anyhow!("invalid routing configuration: {e}"))?;
     Ok(Arc::new(Shared {
         config: Arc::new(config),

@@ -11,7 +11,7 @@ use std::sync::{Arc, RwLock};
 use planner::{KeyExpr, KeyVindex, PlanError, Planner, PlannerOptions, Target};
 use vindex::{Destination, ShardMap, TypeOid, ValidatedVSchema, Value};
 
-use crate::config::{RoutingConfig, ShardConfig};
+use crate::config::RoutingConfig;
 use crate::error::{sqlstate, ClientError};
 
 /// Index into the configured `[[shards]]` (a backend endpoint; the pool key's `shard`).
@@ -42,7 +42,8 @@ pub struct BoundParams<'a> {
 }
 
 impl Topology {
-    pub fn new(routing: &RoutingConfig, shards: &[ShardConfig]) -> Result<Self, PlanError> {
+    /// `endpoints`: shard name → backend endpoint (index into the router's pools).
+    pub fn new(routing: &RoutingConfig, endpoints: HashMap<String, Endpoint>) -> Result<Self, PlanError> {
         let planner = Planner::new(
             routing.vschema.clone(),
             PlannerOptions {
@@ -50,8 +51,6 @@ impl Topology {
                 cache_capacity: routing.plan_cache_size,
             },
         )?;
-        let endpoints: HashMap<String, Endpoint> =
-            shards.iter().enumerate().map(|(i, s)| (s.name.clone(), i)).collect();
         let default_endpoint = routing
             .default_keyspace
             .as_deref()

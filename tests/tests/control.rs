@@ -194,3 +194,54 @@ async fn the_embedded_store_survives_a_router_restart_and_wins_over_the_config_f
 fn toml_for(dir: &std::path::Path, port: u16) -> String {
     format!("\n[control]\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:{port}\"\n", dir.display())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_added_and_moved_through_the_api_serve_new_statements() {
+    let cl = sharded_cluster();
+    for i in 0..5 {
+        cl.psql(
+            i,
+            DATABASE,
+            "DROP TABLE IF EXISTS gadgets; CREATE TABLE gadgets (id bigint PRIMARY KEY, v text)",
+        )
+        .unwrap();
+    }
+    // The config file knows only s0 and s1.
+    let routing = ROUTING.replace("items", "gadgets");
+    let r = Router::start(RouterOptions { shards: 2, extra: routing, ..options(None) });
+    let a = admin(&r);
+    // s2 and s3 exist only in the control store.
+    for i in [2usize, 3] {
+        let ep = serde_json::json!({ "host": "127.0.0.1", "port": cl.ports[i] });
+        let _: serde_json::Value = a.send(Method::PUT, &format!("/v1/shards/s{i}"), &ep).await.unwrap();
+    }
+    let out: serde_json::Value = a.send(Method::PUT, "/v1/shard_map", &four_shard_map()).await.unwrap();
+    let v = out["version"].as_u64().unwrap();
+    wait_for_router_version(&a, v).await;
+    let c = r.connect().await.unwrap();
+    insert_ids(&c, "gadgets", 1..=200).await;
+    let per_shard: Vec<i64> = (0..4).map(|i| count_on(i, "gadgets", 1, 200)).collect();
+    assert!(per_shard.iter().all(|n| *n > 0), "rows on all four shards: {per_shard:?}");
+    let n: i64 = c.query_one("SELECT count(*) FROM gadgets", &[]).await.unwrap().get(0);
+    assert_eq!(n, 200);
+
+    // s3 moves to another server: new statements go there.
+    let ep = serde_json::json!({ "host": "127.0.0.1", "port": cl.ports[4] });
+    let out: serde_json::Value = a.send(Method::PUT, "/v1/shards/s3", &ep).await.unwrap();
+    wait_for_router_version(&a, out["version"].as_u64().unwrap()).await;
+    insert_ids(&c, "gadgets", 1001..=1200).await;
+    assert_eq!(count_on(3, "gadgets", 1001, 1200), 0, "nothing reaches s3's old server");
+    assert!(count_on(4, "gadgets", 1001, 1200) > 0, "s3's range now lands on its new server");
+    let total: i64 = [0, 1, 2, 4].iter().map(|i| count_on(*i, "gadgets", 1001, 1200)).sum();
+    assert_eq!(total, 200);
+
+    // A shard still in the map cannot be removed; one no keyspace uses can.
+    let e = a.call::<serde_json::Value>(Method::DELETE, "/v1/shards/s2", None).await.unwrap_err();
+    assert_eq!(e.status, Some(400), "{e}");
+    let _: serde_json::Value = a
+        .send(Method::PUT, "/v1/shards/spare", &serde_json::json!({"host": "10.9.9.9", "port": 5432}))
+        .await
+        .unwrap();
+    let out: serde_json::Value = a.call(Method::DELETE, "/v1/shards/spare", None).await.unwrap();
+    assert_eq!(out["outcome"], "applied");
+}

@@ -80,11 +80,20 @@ pub enum CheckoutError {
 
 /// All pools of the router, created on first use.
 pub struct Pools {
-    shards: Vec<ShardConfig>,
-    tls: Vec<Option<Arc<rustls::ClientConfig>>>,
+    /// Backend endpoints by index, append-only: the config's `[[shards]]` first, then endpoints
+    /// the control plane adds or moves (an index handed out stays valid for sessions that hold
+    /// an older topology).
+    shards: RwLock<Vec<EndpointEntry>>,
     config: PoolConfig,
     pools: RwLock<HashMap<PoolKey, Pool>>,
     checkout_seconds: metrics::Histogram,
+}
+
+/// One backend endpoint and its TLS client config.
+#[derive(Clone)]
+struct EndpointEntry {
+    shard: Arc<ShardConfig>,
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Pools {
@@ -93,31 +102,72 @@ impl Pools {
         tls: Vec<Option<Arc<rustls::ClientConfig>>>,
         config: PoolConfig,
     ) -> Self {
+        let shards = shards
+            .into_iter()
+            .zip(tls.into_iter().chain(std::iter::repeat(None)))
+            .map(|(shard, tls)| EndpointEntry { shard: Arc::new(shard), tls })
+            .collect();
         Self {
-            shards,
-            tls,
+            shards: RwLock::new(shards),
             config,
             pools: RwLock::new(HashMap::new()),
             checkout_seconds: metrics::histogram!("pg_router_pool_checkout_seconds"),
         }
     }
 
-    pub fn shard_name(&self, shard: usize) -> &str {
-        &self.shards[shard].name
+    fn entry(&self, shard: usize) -> Option<EndpointEntry> {
+        let shards = self.shards.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        shards.get(shard).cloned()
     }
 
-    /// The pool for `key`, created on first use.
-    pub fn pool(&self, key: &PoolKey, password: Option<&str>) -> Pool {
-        if let Some(p) = self.pools.read().ok().and_then(|m| m.get(key).cloned()) {
-            return p;
+    /// The shard name of an endpoint.
+    pub fn shard_name(&self, shard: usize) -> String {
+        self.entry(shard).map(|e| e.shard.name.clone()).unwrap_or_else(|| format!("#{shard}"))
+    }
+
+    /// How many endpoints exist (indexes are below this).
+    pub fn len(&self) -> usize {
+        self.shards.read().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The endpoint index of shard `name` at `host:port`, added if no endpoint has that name and
+    /// address yet. A shard the config file lists keeps its TLS settings at a new address; any
+    /// other shard is reached without TLS.
+    pub fn endpoint_for(&self, name: &str, host: &str, port: u16) -> usize {
+        let mut shards = self.shards.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(i) =
+            shards.iter().position(|e| e.shard.name == name && e.shard.host == host && e.shard.port == port)
+        {
+            return i;
         }
+        let template = shards.iter().find(|e| e.shard.name == name).cloned();
+        let (tls, tls_ca_file, client_tls) = match template {
+            Some(t) => (t.shard.tls, t.shard.tls_ca_file.clone(), t.tls.clone()),
+            None => (crate::config::BackendTls::Disable, None, None),
+        };
+        let shard = ShardConfig { name: name.to_owned(), host: host.to_owned(), port, tls, tls_ca_file };
+        tracing::info!(shard = name, host, port, "new shard endpoint from the control plane");
+        shards.push(EndpointEntry { shard: Arc::new(shard), tls: client_tls });
+        shards.len() - 1
+    }
+
+    /// The pool for `key`, created on first use; `None` if its endpoint does not exist.
+    pub fn pool(&self, key: &PoolKey, password: Option<&str>) -> Option<Pool> {
+        if let Some(p) = self.pools.read().ok().and_then(|m| m.get(key).cloned()) {
+            return Some(p);
+        }
+        let EndpointEntry { shard, tls } = self.entry(key.shard)?;
         let mut map = match self.pools.write() {
             Ok(m) => m,
             Err(poisoned) => poisoned.into_inner(),
         };
-        map.entry(key.clone())
+        let pool = map
+            .entry(key.clone())
             .or_insert_with(|| {
-                let shard = &self.shards[key.shard];
                 let manager = Manager {
                     params: ConnectParams {
                         shard: shard.name.clone(),
@@ -126,7 +176,7 @@ impl Pools {
                         database: key.database.to_string(),
                         user: key.user.to_string(),
                         password: password.map(str::to_owned),
-                        tls: self.tls[key.shard].clone(),
+                        tls,
                         connect_timeout: self.config.connect_timeout,
                     },
                     config: self.config.clone(),
@@ -149,7 +199,8 @@ impl Pools {
                     .build()
                     .expect("pool builder with tokio runtime")
             })
-            .clone()
+            .clone();
+        Some(pool)
     }
 
     /// Checks out a connection, mapping deadpool's errors to ones a client can be shown.
@@ -159,12 +210,12 @@ impl Pools {
         self.checkout_seconds.record(started.elapsed().as_secs_f64());
         res.map_err(|e| match e {
             managed::PoolError::Timeout(_) => CheckoutError::Timeout {
-                shard: self.shard_name(key.shard).to_owned(),
+                shard: self.shard_name(key.shard),
                 waited_ms: started.elapsed().as_millis(),
                 max_size: self.config.max_size,
             },
             managed::PoolError::Backend(b) => CheckoutError::Backend(b),
-            _ => CheckoutError::Closed { shard: self.shard_name(key.shard).to_owned() },
+            _ => CheckoutError::Closed { shard: self.shard_name(key.shard) },
         })
     }
 

@@ -175,7 +175,13 @@ async fn greet(
         database: login.database.as_str().into(),
         user: user.backend_user.as_str().into(),
     };
-    let pool = shared.pools.pool(&key, user.backend_password.as_deref());
+    let Some(pool) = shared.pools.pool(&key, user.backend_password.as_deref()) else {
+        return Err(ClientError::new(
+            "routing",
+            sqlstate::INTERNAL_ERROR,
+            "pg-router: the default shard has no endpoint",
+        ));
+    };
     let mut held = None;
     if shared.config.pool_mode == PoolMode::Session || Pools::server_params(&pool).is_none() {
         let conn = shared.pools.checkout(&pool, &key).await.map_err(checkout_error)?;
@@ -317,7 +323,7 @@ impl Session {
         let max_message = shared.config.max_message_bytes;
         let topology = shared.topology.get();
         let backend_password = shared.config.users.get(&login.user).and_then(|u| u.backend_password.clone());
-        let mut pools = vec![None; shared.config.shards.len()];
+        let mut pools = vec![None; shared.pools.len().max(key.shard + 1)];
         let endpoint = key.shard;
         pools[endpoint] = Some((pool, key));
         let cancel = CancelSlot::default();
@@ -453,7 +459,7 @@ impl Session {
     }
 
     fn backend_lost(&self) -> End {
-        let shard = self.shared.pools.shard_name(self.endpoint).to_owned();
+        let shard = self.shared.pools.shard_name(self.endpoint);
         End::Fatal(ClientError::fatal(
             "backend_lost",
             sqlstate::CONNECTION_FAILURE,

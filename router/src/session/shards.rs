@@ -34,15 +34,24 @@ impl Session {
 
     /// Checks out a backend of `endpoint` with the client's session settings applied.
     pub(super) async fn checkout(&mut self, endpoint: Endpoint) -> Result<Pooled, ClientError> {
-        let (pool, key) = match &self.pools[endpoint] {
-            Some(p) => p.clone(),
+        let (pool, key) = match self.pools.get(endpoint).cloned().flatten() {
+            Some(p) => p,
             None => {
                 let first = self.pools.iter().flatten().next().map(|(_, k)| k.clone());
                 let Some(template) = first else {
                     return Err(ClientError::new("routing", sqlstate::INTERNAL_ERROR, "pg-router: no pool"));
                 };
                 let key = PoolKey { shard: endpoint, ..template };
-                let pool = self.shared.pools.pool(&key, self.backend_password.as_deref());
+                let Some(pool) = self.shared.pools.pool(&key, self.backend_password.as_deref()) else {
+                    return Err(ClientError::new(
+                        "routing",
+                        sqlstate::INTERNAL_ERROR,
+                        format!("pg-router: shard endpoint {endpoint} does not exist"),
+                    ));
+                };
+                if self.pools.len() <= endpoint {
+                    self.pools.resize(endpoint + 1, None);
+                }
                 self.pools[endpoint] = Some((pool.clone(), key.clone()));
                 (pool, key)
             }
