@@ -30,6 +30,38 @@ pub struct Plan {
     pub params: usize,
 }
 
+impl Plan {
+    /// The keyspaces this statement writes to, as far as the planner can see: INSERT, UPDATE,
+    /// DELETE and DDL (routed, split, scattered or broadcast). Statements of other classes
+    /// (functions with side effects, COPY, statements pinned by a routing hint) are not
+    /// reported.
+    #[must_use]
+    pub fn written_keyspaces(&self) -> Vec<&str> {
+        if let Action::Multi(parts) = &self.action {
+            return parts.iter().flat_map(|p| p.written_keyspaces()).collect();
+        }
+        if !matches!(
+            self.class,
+            StatementClass::Insert | StatementClass::Update | StatementClass::Delete | StatementClass::Ddl
+        ) {
+            return Vec::new();
+        }
+        match &self.action {
+            Action::Route(r) => match &r.target {
+                Target::AnyOf { keyspace }
+                | Target::Unsharded { keyspace }
+                | Target::Keys { keyspace, .. }
+                | Target::All { keyspace } => vec![keyspace.as_str()],
+                Target::Named { keyspace, .. } => keyspace.as_deref().into_iter().collect(),
+                Target::Any => Vec::new(),
+            },
+            Action::InsertSplit(i) => vec![i.keyspace.as_str()],
+            Action::Broadcast(b) => b.keyspaces.iter().map(String::as_str).collect(),
+            Action::Transaction(_) | Action::Session | Action::ShowRoute(_) | Action::Multi(_) => Vec::new(),
+        }
+    }
+}
+
 /// Coarse statement class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StatementClass {

@@ -165,3 +165,26 @@ fn auto_increment_adds_the_column_with_the_router_ids() {
     assert_eq!(sql, "INSERT INTO users (name, id) VALUES ('b', 11), ($1, 10)");
     assert_eq!(map, vec![1]);
 }
+
+#[test]
+fn written_keyspaces_name_where_a_statement_writes() {
+    let p = planner(Some("main"));
+    let cases: &[(&str, &[&str])] = &[
+        ("SELECT * FROM users WHERE id = 1", &[]),
+        ("SELECT * FROM users", &[]),
+        ("INSERT INTO users (id, name) VALUES (1, 'a')", &["commerce"]),
+        ("INSERT INTO users (id, name) VALUES (1, 'a'), (2, 'b')", &["commerce"]),
+        ("UPDATE users SET name = 'x' WHERE id = 1", &["commerce"]),
+        ("DELETE FROM orders", &["commerce"]),
+        ("INSERT INTO countries (code) VALUES ('de')", &["commerce"]),
+        ("INSERT INTO settings (k) VALUES (1)", &["main"]),
+        ("INSERT INTO audit_log (k) VALUES (1)", &["audit"]),
+        ("CREATE INDEX ON users (name)", &["commerce"]),
+        ("BEGIN", &[]),
+        ("SET search_path = public", &[]),
+    ];
+    for (sql, want) in cases {
+        let plan = p.plan(sql).unwrap();
+        assert_eq!(plan.written_keyspaces(), *want, "{sql}");
+    }
+}

@@ -69,7 +69,7 @@ pub enum CtlCommand {
     AddShard { name: String, addr: String },
     /// Remove a shard the shard map no longer uses.
     RemoveShard { name: String },
-    /// Refuse writes to a keyspace (recorded; see the README for what enforces it).
+    /// Refuse writes to a keyspace (INSERT/UPDATE/DELETE/DDL; 25006).
     WriteBlock { keyspace: String },
     /// Allow writes to a keyspace again.
     WriteUnblock { keyspace: String },

@@ -205,13 +205,12 @@ pub fn apply(shared: &Shared, ev: &WatchEvent) -> Result<(), String> {
         default_keyspace,
         ..config.routing.clone()
     };
-    let topology = Topology::new(&routing, endpoints).map_err(|e| e.to_string())?;
+    let topology = Topology::new(&routing, endpoints)
+        .map_err(|e| e.to_string())?
+        .with_write_blocked(ev.write_blocked.clone());
     shared.topology.set(topology);
     if !ev.write_blocked.is_empty() {
-        tracing::warn!(
-            keyspaces = ?ev.write_blocked,
-            "write blocks are recorded in the control store but this router does not enforce them yet"
-        );
+        tracing::info!(keyspaces = ?ev.write_blocked, "writes to these keyspaces are refused");
     }
     metrics::gauge!("pg_router_routing_version").set(ev.version as f64);
     tracing::info!(version = ev.version, "applied routing version");

@@ -25,6 +25,7 @@ pub mod sqlstate {
     pub const UNDEFINED_OBJECT: &str = "42704";
     pub const INVALID_TEXT_REPRESENTATION: &str = "22P02";
     pub const IN_FAILED_SQL_TRANSACTION: &str = "25P02";
+    pub const READ_ONLY_SQL_TRANSACTION: &str = "25006";
     pub const NUMERIC_VALUE_OUT_OF_RANGE: &str = "22003";
     pub const INVALID_CURSOR_STATE: &str = "24000";
     pub const NOT_NULL_VIOLATION: &str = "23502";

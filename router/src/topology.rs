@@ -30,6 +30,8 @@ pub struct Topology {
     /// Set when every shard of every keyspace is this one endpoint: routing cannot change
     /// anything, so statements skip the planner (a plain pooler costs no parsing).
     single_endpoint: Option<Endpoint>,
+    /// Keyspaces whose writes are refused (set through the control plane).
+    write_blocked: std::collections::BTreeSet<String>,
 }
 
 /// Bound parameter values of one Bind, as the router needs them to resolve `$n` keys.
@@ -75,7 +77,32 @@ impl Topology {
             endpoints,
             default_endpoint,
             single_endpoint,
+            write_blocked: Default::default(),
         })
+    }
+
+    /// Refuses writes to `keyspaces`. Statements are then always planned (the single-endpoint
+    /// fast path cannot see what a statement writes).
+    #[must_use]
+    pub fn with_write_blocked(mut self, keyspaces: std::collections::BTreeSet<String>) -> Self {
+        if !keyspaces.is_empty() {
+            self.single_endpoint = None;
+        }
+        self.write_blocked = keyspaces;
+        self
+    }
+
+    /// The error for a statement that writes to a write-blocked keyspace.
+    pub fn write_block_error(&self, plan: &planner::Plan) -> Option<ClientError> {
+        if self.write_blocked.is_empty() {
+            return None;
+        }
+        let ks = plan.written_keyspaces().into_iter().find(|k| self.write_blocked.contains(*k))?;
+        Some(ClientError::new(
+            "write_blocked",
+            sqlstate::READ_ONLY_SQL_TRANSACTION,
+            format!("pg-router: keyspace {ks} is write-blocked; writes are refused until it is unblocked"),
+        ))
     }
 
     /// The only endpoint, when the topology has one (see the field).

@@ -207,8 +207,11 @@ async fn shards_added_and_moved_through_the_api_serve_new_statements() {
         .unwrap();
     }
     // The config file knows only s0 and s1.
-    let routing = ROUTING.replace("items", "gadgets");
-    let r = Router::start(RouterOptions { shards: 2, extra: routing, ..options(None) });
+    let r = Router::start(RouterOptions {
+        shards: 2,
+        extra: ROUTING.replace("items", "gadgets"),
+        ..options(None)
+    });
     let a = admin(&r);
     // s2 and s3 exist only in the control store.
     for i in [2usize, 3] {
@@ -244,4 +247,63 @@ async fn shards_added_and_moved_through_the_api_serve_new_statements() {
         .unwrap();
     let out: serde_json::Value = a.call(Method::DELETE, "/v1/shards/spare", None).await.unwrap();
     assert_eq!(out["outcome"], "applied");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_blocked_keyspace_refuses_writes_but_serves_reads() {
+    let cl = sharded_cluster();
+    for i in 0..4 {
+        cl.psql(
+            i,
+            DATABASE,
+            "DROP TABLE IF EXISTS widgets; CREATE TABLE widgets (id bigint PRIMARY KEY, v text)",
+        )
+        .unwrap();
+    }
+    cl.psql(0, DATABASE, "DROP TABLE IF EXISTS notes; CREATE TABLE notes (id int, t text)").unwrap();
+    let r = Router::start(RouterOptions { extra: ROUTING.replace("items", "widgets"), ..options(None) });
+    let a = admin(&r);
+    let c = r.connect().await.unwrap();
+    insert_ids(&c, "widgets", 1..=20).await;
+
+    let out: serde_json::Value = a
+        .send(Method::POST, "/v1/write_block", &serde_json::json!({ "keyspace": "ks", "blocked": true }))
+        .await
+        .unwrap();
+    wait_for_router_version(&a, out["version"].as_u64().unwrap()).await;
+    for sql in [
+        "INSERT INTO widgets (id, v) VALUES (100, 'x')",
+        "INSERT INTO widgets (id, v) VALUES (101, 'x'), (102, 'y')",
+        "UPDATE widgets SET v = 'z' WHERE id = 3",
+        "UPDATE widgets SET v = 'z'",
+        "DELETE FROM widgets WHERE id IN (1, 2)",
+        "CREATE INDEX widgets_v ON widgets (v)",
+    ] {
+        let e = c.batch_execute(sql).await.unwrap_err();
+        assert_eq!(sqlstate(&e).as_deref(), Some("25006"), "{sql}: {e}");
+        assert!(e.as_db_error().unwrap().message().contains("keyspace ks is write-blocked"), "{e}");
+    }
+    // The extended protocol is refused at Bind, and a transaction the refusal hits is aborted.
+    let e = c.execute("INSERT INTO widgets (id, v) VALUES ($1, $2)", &[&200i64, &"p"]).await.unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("25006"), "{e}");
+    c.batch_execute("BEGIN").await.unwrap();
+    assert!(c.batch_execute("DELETE FROM widgets WHERE id = 5").await.is_err());
+    let e = c.batch_execute("SELECT 1").await.unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("25P02"), "{e}");
+    c.batch_execute("ROLLBACK").await.unwrap();
+    // Reads go on; other keyspaces take writes.
+    let n: i64 = c.query_one("SELECT count(*) FROM widgets", &[]).await.unwrap().get(0);
+    assert_eq!(n, 20);
+    let v: String = c.query_one("SELECT v FROM widgets WHERE id = $1", &[&7i64]).await.unwrap().get(0);
+    assert_eq!(v, "v7");
+    c.batch_execute("INSERT INTO notes VALUES (1, 'main is not blocked')").await.unwrap();
+
+    let out: serde_json::Value = a
+        .send(Method::POST, "/v1/write_block", &serde_json::json!({ "keyspace": "ks", "blocked": false }))
+        .await
+        .unwrap();
+    wait_for_router_version(&a, out["version"].as_u64().unwrap()).await;
+    c.batch_execute("INSERT INTO widgets (id, v) VALUES (100, 'x')").await.unwrap();
+    let n: i64 = c.query_one("SELECT count(*) FROM widgets", &[]).await.unwrap().get(0);
+    assert_eq!(n, 21);
 }

@@ -170,6 +170,11 @@ impl Session {
                 return Ok(());
             }
         };
+        if let Some(e) = self.topology.write_block_error(&plan) {
+            self.refuse_deferred();
+            self.refuse(e, true);
+            return Ok(());
+        }
         let params = bind.params().map_err(decode_error)?;
         let bound =
             BoundParams { formats: &params.formats, values: &params.values, types: param_oids(&param_types) };

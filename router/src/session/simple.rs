@@ -50,6 +50,9 @@ impl Session {
             Ok(p) => p,
             Err(e) => return self.reject(plan_error(&e)).await,
         };
+        if let Some(e) = self.topology.write_block_error(&plan) {
+            return self.reject(e).await;
+        }
         match &plan.action {
             Action::Route(route) => self.route_query(frame, route, &effects).await,
             Action::Session => {
