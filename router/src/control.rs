@@ -30,6 +30,8 @@ use crate::topology::Topology;
 pub struct ControlPlane {
     node: Option<ControlNode>,
     task: Option<JoinHandle<()>>,
+    /// Whether the router follows its control plane right now (always true when embedded).
+    connected: watch::Receiver<bool>,
 }
 
 impl ControlPlane {
@@ -37,6 +39,13 @@ impl ControlPlane {
     #[must_use]
     pub fn api_addr(&self) -> Option<std::net::SocketAddr> {
         self.node.as_ref().map(ControlNode::addr)
+    }
+
+    /// Whether the router follows its control plane right now; when false it serves on the
+    /// last version it applied.
+    #[must_use]
+    pub fn connected(&self) -> bool {
+        *self.connected.borrow()
     }
 
     pub async fn shutdown(mut self) {
@@ -118,11 +127,12 @@ pub async fn start(shared: Arc<Shared>) -> anyhow::Result<Option<ControlPlane>> 
                     report_embedded(&raft, &handle, &router_id, &addr, ev.version).await;
                 }
             });
-            Ok(Some(ControlPlane { node: Some(node), task: Some(task) }))
+            Ok(Some(ControlPlane { node: Some(node), task: Some(task), connected: watch::channel(true).1 }))
         }
         ControlConfig::Remote { endpoints, token, router_id, startup_timeout } => {
             let (tx, mut rx) = mpsc::channel(8);
             let (connected_tx, mut connected) = watch::channel(false);
+            let status = connected.clone();
             let follower = tokio::spawn(control::client::follow(endpoints.clone(), 0, tx, connected_tx));
             let first = match tokio::time::timeout(*startup_timeout, rx.recv()).await {
                 Ok(Some(ev)) => ev,
@@ -161,7 +171,7 @@ pub async fn start(shared: Arc<Shared>) -> anyhow::Result<Option<ControlPlane>> 
                 }
                 follower.abort();
             });
-            Ok(Some(ControlPlane { node: None, task: Some(task) }))
+            Ok(Some(ControlPlane { node: None, task: Some(task), connected: status }))
         }
     }
 }

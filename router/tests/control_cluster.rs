@@ -221,7 +221,8 @@ async fn three_nodes_fail_over_catch_up_and_routers_follow() {
     assert_eq!(catalog["shards"]["s1"]["port"], 15433);
 
     // A router follows the cluster.
-    let (shared, _plane) = remote_router(&addrs).await;
+    let (shared, plane) = remote_router(&addrs).await;
+    assert!(plane.connected());
     assert_eq!(shared.topology.get().version, 1);
 
     // Writes, then the leader dies.
@@ -266,11 +267,20 @@ async fn three_nodes_fail_over_catch_up_and_routers_follow() {
     })
     .await;
 
+    // A read through a follower is linearizable: it is answered by the leader (the client
+    // follows the follower's pointer), so it sees the write acknowledged just before.
+    let leader_now = admin.get::<Value>("/v1/cluster").await.unwrap()["leader"].as_u64().unwrap();
+    let some_follower = survivors.iter().copied().find(|i| *i as u64 + 1 != leader_now).unwrap();
+    let v = add_shards(&admin, std::iter::once("lin".to_owned())).await;
+    let seen: Value = c.nodes[some_follower].client().get("/v1/catalog").await.unwrap();
+    assert_eq!(seen["version"].as_u64(), Some(v));
+    assert!(seen["shards"]["lin"].is_object());
+
     // The killed node comes back and catches up from the log.
     let back = (old - 1) as usize;
     c.nodes[back].start(&[]);
     eventually("the restarted node to catch up", Duration::from_secs(30), async || {
-        (stale_version(&c.nodes[back]).await == Some(61)).then_some(())
+        (stale_version(&c.nodes[back]).await == Some(62)).then_some(())
     })
     .await;
 
@@ -280,12 +290,12 @@ async fn three_nodes_fail_over_catch_up_and_routers_follow() {
     let follower = (0..3).find(|i| *i as u64 + 1 != leader).unwrap();
     c.nodes[follower].kill();
     let v = add_shards(&admin, (0..560).map(|i| format!("c{i}"))).await;
-    assert_eq!(v, 621);
+    assert_eq!(v, 622);
     let snapshot = c.nodes[follower].dir.join("raft/snapshot");
     let had_snapshot = std::fs::metadata(&snapshot).map(|m| m.modified().unwrap()).ok();
     c.nodes[follower].start(&[]);
     eventually("the stopped follower to catch up", Duration::from_secs(60), async || {
-        (stale_version(&c.nodes[follower]).await == Some(621)).then_some(())
+        (stale_version(&c.nodes[follower]).await == Some(622)).then_some(())
     })
     .await;
     let got_snapshot = std::fs::metadata(&snapshot).map(|m| m.modified().unwrap()).ok();
@@ -298,7 +308,7 @@ async fn three_nodes_fail_over_catch_up_and_routers_follow() {
         admin.send(Method::POST, "/v1/members/learners", &json!({"id": 4, "addr": n4})).await.unwrap();
     assert_eq!(info["nodes"].as_object().unwrap().len(), 4, "{info}");
     eventually("the learner to catch up", Duration::from_secs(30), async || {
-        (stale_version(&c.nodes[3]).await == Some(621)).then_some(())
+        (stale_version(&c.nodes[3]).await == Some(622)).then_some(())
     })
     .await;
     let info: Value =
@@ -318,9 +328,21 @@ async fn three_nodes_fail_over_catch_up_and_routers_follow() {
     assert!(!ok && err.contains("Authorization"), "{err}");
     let (ok, out, err) = ctl(&all, Some(TOKEN), &["add-shard", "z", "127.0.0.1:1"]);
     assert!(ok, "{err}");
-    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["version"], 622);
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["version"], 623);
     let (ok, _, err) = ctl(&all, Some(TOKEN), &["remove-shard", "s1"]);
     assert!(!ok && err.contains("\"s1\", which has no endpoint"), "{err}");
+
+    // With every node gone the router keeps serving on the last version it applied.
+    eventually("the router to apply 623", Duration::from_secs(30), async || {
+        (shared.topology.get().version == 623).then_some(())
+    })
+    .await;
+    for n in &mut c.nodes[..3] {
+        n.kill();
+    }
+    eventually("the router to notice", Duration::from_secs(30), async || (!plane.connected()).then_some(()))
+        .await;
+    assert_eq!(shared.topology.get().version, 623);
 
     // A damaged log is refused at start with the file named.
     c.nodes[3].kill();
