@@ -178,6 +178,10 @@ impl Catalog {
                 return Outcome::Applied { version: self.version };
             }
             Command::ReportRouter { id, record } => {
+                // Reports travel independently and may arrive out of order: never go back.
+                if self.routers.get(id).is_some_and(|r| r.version > record.version) {
+                    return Outcome::Unchanged { version: self.version };
+                }
                 self.routers.insert(id.clone(), record.clone());
                 return Outcome::Applied { version: self.version };
             }

@@ -146,10 +146,10 @@ pub async fn start(shared: Arc<Shared>) -> anyhow::Result<Option<ControlPlane>> 
                 }
             };
             apply(&shared, &first).map_err(|e| anyhow::anyhow!(e))?;
-            let admin = AdminClient::new(endpoints.clone(), token.clone());
+            let admin = Arc::new(AdminClient::new(endpoints.clone(), token.clone()));
             let router_id = router_id.clone();
             let addr = config.listen.to_string();
-            report_remote(&admin, &router_id, &addr, first.version).await;
+            report_remote(&admin, &router_id, &addr, first.version);
             let task = tokio::spawn(async move {
                 let gauge = metrics::gauge!("pg_router_control_connected");
                 gauge.set(1.0);
@@ -161,7 +161,7 @@ pub async fn start(shared: Arc<Shared>) -> anyhow::Result<Option<ControlPlane>> 
                                 tracing::error!(version = ev.version, error = %e, "cannot apply routing version; keeping the current one");
                                 continue;
                             }
-                            report_remote(&admin, &router_id, &addr, ev.version).await;
+                            report_remote(&admin, &router_id, &addr, ev.version);
                         }
                         changed = connected.changed() => {
                             if changed.is_err() { break }
@@ -245,10 +245,13 @@ async fn report_embedded(
     }
 }
 
-async fn report_remote(admin: &AdminClient, id: &str, addr: &str, version: u64) {
-    let path = format!("/v1/routers/{id}");
-    let r: Result<serde_json::Value, _> = admin.send(Method::PUT, &path, &record(addr, version)).await;
-    if let Err(e) = r {
-        tracing::warn!(error = %e, "cannot report this router to the control plane");
-    }
+/// Reports in the background: an unreachable control plane must not hold up applying versions.
+fn report_remote(admin: &Arc<AdminClient>, id: &str, addr: &str, version: u64) {
+    let (admin, path, record) = (admin.clone(), format!("/v1/routers/{id}"), record(addr, version));
+    tokio::spawn(async move {
+        let r: Result<serde_json::Value, _> = admin.send(Method::PUT, &path, &record).await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "cannot report this router to the control plane");
+        }
+    });
 }
