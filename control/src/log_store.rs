@@ -142,8 +142,9 @@ fn read_entries(mem: &Mutex<LogMem>, range: impl RangeBounds<u64>) -> Vec<Entry<
         Bound::Excluded(&e) => Bound::Excluded(e),
         Bound::Unbounded => Bound::Unbounded,
     };
+    // BTreeMap::range panics on an inverted range or on (x, x) with both ends excluded.
     if let (Bound::Included(s) | Bound::Excluded(s), Bound::Included(e) | Bound::Excluded(e)) = (start, end) {
-        if s > e {
+        if s > e || (s == e && matches!((start, end), (Bound::Excluded(_), Bound::Excluded(_)))) {
             return Vec::new();
         }
     }

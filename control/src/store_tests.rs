@@ -90,6 +90,11 @@ fn log_vote_and_snapshot_survive_a_restart() {
     rt().block_on(async {
         let (mut log, mut sm) = open_store(dir.path()).unwrap();
         assert_eq!(indexes(&mut log).await, vec![5, 6, 7, 8]);
+        // Odd ranges answer empty instead of panicking.
+        use std::ops::Bound::Excluded;
+        assert!(log.try_get_log_entries((Excluded(6), Excluded(6))).await.unwrap().is_empty());
+        let (hi, lo) = (8u64, 6u64);
+        assert!(log.try_get_log_entries(hi..lo).await.unwrap().is_empty());
         let entries = log.try_get_log_entries(8..9).await.unwrap();
         assert_eq!(entries[0].log_id, log_id(2, 8));
         let state = log.get_log_state().await.unwrap();

@@ -303,9 +303,16 @@ impl ValidatedVSchema {
         self.tables.values()
     }
 
-    /// Check that `map` fits this VSchema: every keyspace present, unsharded keyspaces on
-    /// exactly one shard, and every shard a vindex names (consistent-hash rings) present.
+    /// Check that `map` fits this VSchema: the same keyspaces on both sides, unsharded
+    /// keyspaces on exactly one shard, and every shard a vindex names (consistent-hash rings)
+    /// present.
     pub fn check_shard_map(&self, map: &ShardMap) -> Result<()> {
+        if let Some(extra) = map.keyspaces().find(|k| !self.keyspaces.contains_key(k.keyspace())) {
+            return Err(Error::ShardMapMismatch {
+                keyspace: extra.keyspace().to_owned(),
+                reason: "keyspace is not in the VSchema",
+            });
+        }
         for ks in self.keyspaces.values() {
             let shards = map.keyspace(&ks.name).map_err(|_| Error::ShardMapMismatch {
                 keyspace: ks.name.clone(),

@@ -477,11 +477,12 @@ impl Session {
             return self.forward_portal(&name, frame, Expect::Execute).await;
         }
         let name = portal.to_owned();
-        let chunked_write = matches!(
-            self.portals.get(&name).map(|p| &p.kind),
-            Some(PortalKind::Broadcast { .. } | PortalKind::Insert { .. })
-        ) || matches!(self.portals.get(&name).map(|p| &p.kind), Some(PortalKind::Scatter { scatter, .. }) if scatter.write);
-        if max_rows > 0 && chunked_write {
+        let writes_on_several_shards = match self.portals.get(&name).map(|p| &p.kind) {
+            Some(PortalKind::Broadcast { .. } | PortalKind::Insert { .. }) => true,
+            Some(PortalKind::Scatter { scatter, .. }) => scatter.write,
+            _ => false,
+        };
+        if max_rows > 0 && writes_on_several_shards {
             self.refuse_deferred();
             self.refuse(
                 unsupported_error(

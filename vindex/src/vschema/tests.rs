@@ -279,4 +279,11 @@ range = "80-"
         v.check_shard_map(&only_main).unwrap_err().to_string(),
         "keyspace commerce: keyspace is missing from the shard map"
     );
+    let mut extra =
+        good.keyspaces().map(|k| (k.keyspace().to_owned(), k.shards().to_vec())).collect::<Vec<_>>();
+    extra.push(("ghost".to_owned(), good.keyspace("main").unwrap().shards().to_vec()));
+    assert_eq!(
+        v.check_shard_map(&ShardMap::new(1, extra).unwrap()).unwrap_err().to_string(),
+        "keyspace ghost: keyspace is not in the VSchema"
+    );
 }
