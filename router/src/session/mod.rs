@@ -205,9 +205,6 @@ fn checkout_error(e: CheckoutError) -> ClientError {
                 .with_hint("Raise pool.max_size or pool.checkout_timeout_ms, or shorten transactions.")
         }
         CheckoutError::Backend(b) => backend_error(b),
-        CheckoutError::Closed { .. } => {
-            ClientError::new("shutdown", sqlstate::ADMIN_SHUTDOWN, format!("pg-router: {e}"))
-        }
     }
 }
 
@@ -391,6 +388,9 @@ impl Session {
             Backend(std::io::Result<usize>),
             Shutdown,
         }
+        // One future for the whole session: polling it again costs less than making a new
+        // one per event. It is not polled again once it fired (`draining`).
+        let mut shutdown = std::pin::pin!(shutdown.recv());
         loop {
             self.flush().await?;
             let idle = self.backend.is_none() && self.others.is_empty();
@@ -409,18 +409,21 @@ impl Session {
             // branch wins; bytes read so far stay in the buffer.
             let event = match self.backend.as_mut() {
                 None => tokio::select! {
+                    biased;
                     r = self.client.read_buf(&mut self.cbuf) => Event::Client(r),
-                    _ = shutdown.recv(), if !draining => Event::Shutdown,
+                    _ = &mut shutdown, if !draining => Event::Shutdown,
                 },
                 Some(b) => {
                     let b = &mut **b;
                     if b.rbuf.capacity() - b.rbuf.len() < 4096 {
                         b.rbuf.reserve(16 * 1024);
                     }
+                    // Backend replies first: a client that keeps sending cannot hold them up.
                     tokio::select! {
-                        r = self.client.read_buf(&mut self.cbuf) => Event::Client(r),
+                        biased;
                         r = b.stream.read_buf(&mut b.rbuf) => Event::Backend(r),
-                        _ = shutdown.recv(), if !draining => Event::Shutdown,
+                        r = self.client.read_buf(&mut self.cbuf) => Event::Client(r),
+                        _ = &mut shutdown, if !draining => Event::Shutdown,
                     }
                 }
             };
