@@ -250,6 +250,9 @@ pub struct RawShard {
     pub tls: BackendTls,
     /// PEM CA bundle used to verify the shard's certificate when `tls = "require"`.
     pub tls_ca_file: Option<PathBuf>,
+    /// The database on the shard's server that holds this shard (default: the database the
+    /// client asked for). Lets several shards live in one PostgreSQL server.
+    pub database: Option<String>,
 }
 
 /// The validated configuration the router runs with.
@@ -311,6 +314,7 @@ pub struct ShardConfig {
     pub port: u16,
     pub tls: BackendTls,
     pub tls_ca_file: Option<PathBuf>,
+    pub database: Option<String>,
 }
 
 impl RawConfig {
@@ -391,6 +395,30 @@ impl RawConfig {
             if sh.tls == BackendTls::Disable && sh.tls_ca_file.is_some() {
                 return Err(invalid(format!("shards[{i}].tls_ca_file"), "only used with tls = \"require\""));
             }
+            match &sh.database {
+                Some(d) if d.is_empty() => {
+                    return Err(invalid(format!("shards[{i}].database"), "must not be empty"));
+                }
+                Some(_) if self.databases.len() > 1 => {
+                    return Err(invalid(
+                        format!("shards[{i}].database"),
+                        "a shard with its own database needs exactly one entry in `databases`",
+                    ));
+                }
+                _ => {}
+            }
+            // Two shards on the same data would both answer every scatter: duplicate rows.
+            if let Some(j) = self.shards[..i]
+                .iter()
+                .position(|o| o.host == sh.host && o.port == sh.port && o.database == sh.database)
+            {
+                return Err(invalid(
+                    format!("shards[{i}]"),
+                    format!(
+                        "same server and database as shards[{j}]; give each shard its own server or `database`"
+                    ),
+                ));
+            }
         }
         if self.users.is_empty() {
             return Err(invalid("users", "configure at least one user"));
@@ -443,6 +471,7 @@ impl RawConfig {
                     port: s.port,
                     tls: s.tls,
                     tls_ca_file: s.tls_ca_file.clone(),
+                    database: s.database.clone(),
                 })
                 .collect(),
         })
@@ -628,6 +657,24 @@ mod tests {
         assert!(err.to_string().contains("shards[1].name"), "{err}");
         let err = RawConfig::from_toml(&format!("{BASE}\n[server]\npool_mode = \"statement\"")).unwrap_err();
         assert!(err.to_string().contains("pool_mode"), "{err}");
+    }
+
+    #[test]
+    fn shards_on_one_server_need_their_own_databases() {
+        let second = |extra: &str| {
+            format!("{BASE}\n[[shards]]\nname = \"s1\"\nhost = \"127.0.0.1\"\nport = 5432\n{extra}")
+        };
+        let err = RawConfig::from_toml(&second("")).unwrap().validate().unwrap_err();
+        assert!(err.to_string().contains("shards[1]") && err.to_string().contains("shards[0]"), "{err}");
+        let c = RawConfig::from_toml(&second("database = \"app_s1\"")).unwrap().validate().unwrap();
+        assert_eq!(c.shards[1].database.as_deref(), Some("app_s1"));
+        assert_eq!(c.shards[0].database, None);
+        let two_dbs = second("database = \"app_s1\"")
+            .replace("databases = [\"app\"]", "databases = [\"app\", \"other\"]");
+        let err = RawConfig::from_toml(&two_dbs).unwrap().validate().unwrap_err();
+        assert!(err.to_string().contains("shards[1].database"), "{err}");
+        let err = RawConfig::from_toml(&second("database = \"\"")).unwrap().validate().unwrap_err();
+        assert!(err.to_string().contains("shards[1].database"), "{err}");
     }
 }
 

@@ -298,6 +298,8 @@ pub struct RouterOptions {
     pub shards: usize,
     /// Appended to the config file (routing, vschema, shard map).
     pub extra: String,
+    /// `[[shards]]` entries written instead of one per cluster server.
+    pub shards_toml: Option<String>,
     /// The `[control]` section; `None`: an embedded control node with its own data dir and API
     /// port (token [`CONTROL_TOKEN`]).
     pub control: Option<String>,
@@ -321,6 +323,7 @@ impl Default for RouterOptions {
             cluster: None,
             shards: 0,
             extra: String::new(),
+            shards_toml: None,
             control: None,
         }
     }
@@ -385,8 +388,15 @@ impl Router {
             opts.checkout_timeout_ms,
         );
         let n = if opts.shards == 0 { c.ports.len() } else { opts.shards };
-        for (i, p) in c.ports.iter().take(n).enumerate() {
-            toml.push_str(&format!("\n[[shards]]\nname = \"s{i}\"\nhost = \"127.0.0.1\"\nport = {p}\n"));
+        match &opts.shards_toml {
+            Some(entries) => toml.push_str(entries),
+            None => {
+                for (i, p) in c.ports.iter().take(n).enumerate() {
+                    toml.push_str(&format!(
+                        "\n[[shards]]\nname = \"s{i}\"\nhost = \"127.0.0.1\"\nport = {p}\n"
+                    ));
+                }
+            }
         }
         if opts.tls {
             let (cert, key) = test_cert();

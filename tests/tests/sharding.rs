@@ -542,3 +542,42 @@ async fn row_limited_executes_fetch_cross_shard_results_in_chunks_as_postgres_do
     let n: i64 = routed.query_one("SELECT count(*) FROM products", &[]).await.unwrap().get(0);
     assert_eq!(n, 50);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_can_share_a_server_in_their_own_databases() {
+    let c = sharded_cluster();
+    for db in ["colo_s0", "colo_s1"] {
+        c.psql(0, "postgres", &format!("CREATE DATABASE {db}")).unwrap();
+    }
+    let port = c.ports[0];
+    let entries: String = ["colo_s0", "colo_s1"]
+        .iter()
+        .enumerate()
+        .map(|(i, db)| {
+            format!(
+                "\n[[shards]]\nname = \"s{i}\"\nhost = \"127.0.0.1\"\nport = {port}\ndatabase = \"{db}\"\n"
+            )
+        })
+        .collect();
+    let r = Router::start(RouterOptions {
+        cluster: Some(c),
+        shards_toml: Some(entries),
+        extra: commerce_routing(2),
+        ..RouterOptions::default()
+    });
+    let client = r.connect().await.unwrap();
+    setup(&client).await;
+    // Each database holds its own part, nothing twice; the router sees the whole.
+    let (a, b) = (
+        c.psql(0, "colo_s0", "SELECT count(*) FROM users").unwrap(),
+        c.psql(0, "colo_s1", "SELECT count(*) FROM users").unwrap(),
+    );
+    let (a, b): (i64, i64) = (a.trim().parse().unwrap(), b.trim().parse().unwrap());
+    assert!(a > 0 && b > 0 && a + b == 40, "{a} + {b}");
+    assert_eq!(rows(&client, "SELECT count(*) FROM users").await, vec![vec![Some("40".to_owned())]]);
+    assert_eq!(rows(&client, "SELECT count(*) FROM countries").await, vec![vec![Some("3".to_owned())]]);
+    for id in [1, 17, 40] {
+        let got = client.query_one("SELECT name FROM users WHERE id = $1", &[&(id as i64)]).await.unwrap();
+        assert_eq!(got.get::<_, String>(0), format!("user{id}"));
+    }
+}

@@ -152,8 +152,8 @@ impl Pools {
     }
 
     /// The endpoint index of shard `name` at `host:port`, added if no endpoint has that name and
-    /// address yet. A shard the config file lists keeps its TLS settings at a new address; any
-    /// other shard is reached without TLS.
+    /// address yet. A shard the config file lists keeps its TLS settings and database at a new
+    /// address; any other shard is reached without TLS, in the client's database.
     pub fn endpoint_for(&self, name: &str, host: &str, port: u16) -> usize {
         let mut shards = self.shards.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(i) =
@@ -162,11 +162,12 @@ impl Pools {
             return i;
         }
         let template = shards.iter().find(|e| e.shard.name == name).cloned();
-        let (tls, tls_ca_file, client_tls) = match template {
-            Some(t) => (t.shard.tls, t.shard.tls_ca_file.clone(), t.tls.clone()),
-            None => (crate::config::BackendTls::Disable, None, None),
+        let (tls, tls_ca_file, database, client_tls) = match template {
+            Some(t) => (t.shard.tls, t.shard.tls_ca_file.clone(), t.shard.database.clone(), t.tls.clone()),
+            None => (crate::config::BackendTls::Disable, None, None, None),
         };
-        let shard = ShardConfig { name: name.to_owned(), host: host.to_owned(), port, tls, tls_ca_file };
+        let shard =
+            ShardConfig { name: name.to_owned(), host: host.to_owned(), port, tls, tls_ca_file, database };
         tracing::info!(shard = name, host, port, "new shard endpoint from the control plane");
         shards.push(EndpointEntry { shard: Arc::new(shard), tls: client_tls });
         shards.len() - 1
@@ -190,7 +191,7 @@ impl Pools {
                         shard: shard.name.clone(),
                         host: shard.host.clone(),
                         port: shard.port,
-                        database: key.database.to_string(),
+                        database: shard.database.clone().unwrap_or_else(|| key.database.to_string()),
                         user: key.user.to_string(),
                         password: password.map(str::to_owned),
                         tls,
