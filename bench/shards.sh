@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Multi-shard benchmark, in one run on this machine (pgbench custom scripts):
 #   point   SELECT by sharding key          direct | pg-router pass-through (1 shard, no VSchema)
-#                                            | pg-router over 4 shards (routed by hash(aid))
-#   top10   SELECT ... ORDER BY ... LIMIT 10 direct | pg-router over 4 shards (scatter, merge)
-#   count   SELECT count(*)                  direct | pg-router over 4 shards (scatter, sum)
-# "direct" is one PostgreSQL holding all rows; the 4 shards hold a quarter each. Prints TPS and
-# ratios: routed point selects vs the pass-through router (the planner's cost), and everything
-# vs direct.
+#                                            | pg-router over 4 shards in one server (routed)
+#                                            | pg-router over 4 shards on 4 servers (routed)
+#   top10   SELECT ... ORDER BY ... LIMIT 10 direct | pg-router over 4 servers (scatter, merge)
+#   count   SELECT count(*)                  direct | pg-router over 4 servers (scatter, sum)
+# "direct" is one PostgreSQL (pg0) holding all rows. The pass-through router and the
+# one-server shards (4 databases of pg0, `shards.database`) use that same server, so their
+# ratio is the cost of routing alone. The 4 servers hold a quarter of the rows each; on a small
+# machine their ratio also carries five PostgreSQL servers sharing the cores.
 #
 #   BENCH_SECONDS=20   duration of each row
 #   BENCH_CLIENTS=16   pgbench clients (-c); -j 2
@@ -95,12 +97,26 @@ keyspaces.bench.shards = [
 CONF
 } >"$WORK/shards.toml"
 
-for cfg in pass shards; do
+# The same four shards as 4 databases of pg0.
+COLO_PORT=$(free_port)
+{
+  common_config "$COLO_PORT" $((POOL / 4))
+  for i in 1 2 3 4; do
+    printf '[[shards]]\nname = "s%s"\nhost = "127.0.0.1"\nport = %s\ndatabase = "bench_s%s"\n' "$i" "${PORTS[0]}" "$i"
+  done
+  sed -n '/^\[routing\]/,$p' "$WORK/shards.toml"
+} >"$WORK/colo.toml"
+for i in 1 2 3 4; do
+  as_pg psql -X -q -h "$WORK/pg0" -p "${PORTS[0]}" -U bench -d postgres -c "CREATE DATABASE bench_s$i" >/dev/null
+done
+
+for cfg in pass shards colo; do
   PG_ROUTER_LOG=warn "$PG_ROUTER_BIN" serve --config "$WORK/$cfg.toml" >"$WORK/$cfg.log" 2>&1 &
   PIDS+=($!)
 done
 wait_port "$PASS_PORT"
 wait_port "$SHARD_PORT"
+wait_port "$COLO_PORT"
 
 # The same rows everywhere: direct gets them in one statement, the sharded router gets them
 # through multi-row INSERTs it splits by shard.
@@ -109,7 +125,9 @@ export PGPASSWORD=bench-pw
 psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "${PORTS[0]}" -U bench bench -c "$TABLE" \
   -c "INSERT INTO accounts SELECT g, g % 100, (g * 7919) % 100000, '' FROM generate_series(1, $ROWS) g" \
   -c "VACUUM ANALYZE accounts"
-psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$SHARD_PORT" -U bench bench -c "$TABLE"
+for port in "$SHARD_PORT" "$COLO_PORT"; do
+  psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U bench bench -c "$TABLE"
+done
 awk -v n="$ROWS" 'BEGIN {
   for (s = 1; s <= n; s += 1000) {
     printf "INSERT INTO accounts (aid, bid, abalance, filler) VALUES ";
@@ -118,9 +136,12 @@ awk -v n="$ROWS" 'BEGIN {
     print ";";
   }
 }' >"$WORK/load.sql"
-psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$SHARD_PORT" -U bench bench -f "$WORK/load.sql"
+for port in "$SHARD_PORT" "$COLO_PORT"; do
+  psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U bench bench -f "$WORK/load.sql"
+done
 for i in 1 2 3 4; do
   as_pg psql -X -q -h "$WORK/pg$i" -p "${PORTS[i]}" -U bench bench -c "VACUUM ANALYZE accounts"
+  as_pg psql -X -q -h "$WORK/pg0" -p "${PORTS[0]}" -U bench "bench_s$i" -c "VACUUM ANALYZE accounts"
 done
 
 cat >"$WORK/point.sql" <<SQL
@@ -156,18 +177,19 @@ echo "pgbench custom scripts: $CLIENTS clients, -j 2, ${SECONDS_PER_ROW}s per ro
 echo
 echo "tps/µs: TPS and the router process's CPU time per transaction"
 echo
-printf '| %-8s | %-8s | %10s | %26s | %34s |\n' query mode "direct tps" "pass-through tps/µs (÷direct)" \
-  "4 shards tps/µs (÷direct, ÷pass)"
-printf '|%s|\n' "----------|----------|------------|-------------------------------|------------------------------------"
+printf '| %-8s | %-8s | %10s | %27s | %27s | %27s |\n' query mode "direct tps" \
+  "pass-through tps/µs (÷dir)" "4 shards, 1 server (÷pass)" "4 shards, 4 servers (÷pass)"
+printf '|%s|\n' "----------|----------|------------|-----------------------------|-----------------------------|-----------------------------"
+row() { printf '| %-8s | %-8s | %10s | %27s | %27s | %27s |\n' "$@"; }
 for mode in $MODES; do
   d=$(run "${PORTS[0]}" "$mode" point)
   p=$(run "$PASS_PORT" "$mode" point "${PIDS[0]}")
+  c=$(run "$COLO_PORT" "$mode" point "${PIDS[2]}")
   s=$(run "$SHARD_PORT" "$mode" point "${PIDS[1]}")
-  printf '| %-8s | %-8s | %10s | %29s | %34s |\n' point "$mode" "$d" "$p ($(ratio "$p" "$d"))" \
-    "$s ($(ratio "$s" "$d"), $(ratio "$s" "$p"))"
+  row point "$mode" "$d" "$p ($(ratio "$p" "$d"))" "$c ($(ratio "$c" "$p"))" "$s ($(ratio "$s" "$p"))"
 done
 for q in top10 count; do
   d=$(run "${PORTS[0]}" extended "$q")
   s=$(run "$SHARD_PORT" extended "$q" "${PIDS[1]}")
-  printf '| %-8s | %-8s | %10s | %29s | %34s |\n' "$q" extended "$d" "-" "$s ($(ratio "$s" "$d"), -)"
+  row "$q" extended "$d" "-" "-" "$s (÷dir $(ratio "$s" "$d"))"
 done

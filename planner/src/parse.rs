@@ -58,6 +58,12 @@ fn is_ident_char(b: u8) -> bool {
 
 /// Tokenize PostgreSQL text. Never fails: an unterminated string or comment runs to the end.
 pub(crate) fn lex(s: &str) -> Vec<Token> {
+    lex_with(s, true)
+}
+
+/// [`lex`], optionally without the lower-cased copy of each word (`Word("")`): for callers
+/// that only need token kinds and spans, on the per-query path.
+fn lex_with(s: &str, word_text: bool) -> Vec<Token> {
     let b = s.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
@@ -103,7 +109,7 @@ pub(crate) fn lex(s: &str) -> Vec<Token> {
                 while i < b.len() && is_ident_char(b[i]) {
                     i += 1;
                 }
-                TokenKind::Word(s[start..i].to_lowercase())
+                TokenKind::Word(if word_text { s[start..i].to_lowercase() } else { String::new() })
             }
             c if c.is_ascii_digit() => {
                 while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'.' || b[i] == b'_') {
@@ -248,7 +254,7 @@ pub(crate) fn max_param(sql: &str) -> usize {
 /// for texts the shape cache does not handle (routing hints and `SHOW ROUTE`, which plan by
 /// exact text; several statements; no literals).
 pub(crate) fn shape(sql: &str) -> Option<(String, Vec<&str>, usize)> {
-    let tokens = lex(sql);
+    let tokens = lex_with(sql, false);
     let mut base = 0;
     let mut literals = Vec::new();
     // A trailing `;` (what psql and pgbench send) is fine; anything after one is a second
@@ -263,7 +269,10 @@ pub(crate) fn shape(sql: &str) -> Option<(String, Vec<&str>, usize)> {
             _ => {}
         }
     }
-    if literals.is_empty() || show_route(sql).is_some() {
+    let mut words = tokens.iter().filter(|t| !t.kind.is_trivia()).take(3).map(|t| &sql[t.span.clone()]);
+    let is_show_route =
+        ["show", "route", "for"].iter().all(|w| words.next().is_some_and(|t| t.eq_ignore_ascii_case(w)));
+    if literals.is_empty() || is_show_route {
         return None;
     }
     let mut out = String::with_capacity(sql.len() + 8);

@@ -164,6 +164,71 @@ impl Cluster {
         self.dir.join(format!("shard{i}"))
     }
 
+    /// Turns TLS on for server `i` with a certificate for `localhost` and `127.0.0.1` signed
+    /// by a fresh test CA, and returns the CA's PEM file (what `shards[].tls_ca_file` names).
+    pub fn enable_tls(&self, i: usize) -> Result<PathBuf> {
+        let data = self.data_dir(i);
+        let dir = self.dir.join(format!("tls-ca-{i}"));
+        std::fs::create_dir_all(&dir)?;
+        let (ca, ca_key) = (dir.join("ca.crt"), dir.join("ca.key"));
+        let (cert, key, csr, ext) =
+            (data.join("server.crt"), data.join("server.key"), dir.join("server.csr"), dir.join("san.ext"));
+        std::fs::write(&ext, "subjectAltName = DNS:localhost, IP:127.0.0.1\n")?;
+        let mut c = Command::new("openssl");
+        c.args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=pg-router test CA",
+        ])
+        .arg("-keyout")
+        .arg(&ca_key)
+        .arg("-out")
+        .arg(&ca);
+        run(c, "openssl CA")?;
+        let mut c = Command::new("openssl");
+        c.args(["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&csr);
+        run(c, "openssl server key")?;
+        let mut c = Command::new("openssl");
+        c.args(["x509", "-req", "-CAcreateserial", "-days", "2", "-in"])
+            .arg(&csr)
+            .arg("-CA")
+            .arg(&ca)
+            .arg("-CAkey")
+            .arg(&ca_key)
+            .arg("-extfile")
+            .arg(&ext)
+            .arg("-out")
+            .arg(&cert);
+        run(c, "openssl sign")?;
+        if is_root() {
+            let mut c = Command::new("chown");
+            c.arg("postgres:postgres").arg(&cert).arg(&key);
+            run(c, "chown server cert")?;
+        }
+        let mut c = Command::new("chmod");
+        c.arg("600").arg(&key);
+        run(c, "chmod server key")?;
+        self.psql(i, "postgres", "ALTER SYSTEM SET ssl = on")?;
+        self.psql(i, "postgres", "SELECT pg_reload_conf()")?;
+        // The postmaster rereads its configuration asynchronously.
+        for _ in 0..100 {
+            if self.psql(i, "postgres", "SHOW ssl")?.trim() == "on" {
+                return Ok(ca);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("server {i} did not turn ssl on")
+    }
+
     /// A tokio-postgres config for connecting to shard `i` directly.
     pub fn direct(&self, i: usize) -> tokio_postgres::Config {
         let mut c = tokio_postgres::Config::new();

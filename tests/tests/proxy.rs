@@ -422,3 +422,55 @@ async fn metrics_endpoint_exports_router_metrics() {
         assert!(body.contains(name), "{name} missing from:\n{body}");
     }
 }
+
+#[tokio::test]
+async fn backend_tls_is_verified_and_used() {
+    let c = cluster();
+    let ca = c.enable_tls(1).unwrap();
+    let shard = |port: u16, ca: &std::path::Path| {
+        format!(
+            "\n[[shards]]\nname = \"s0\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"require\"\ntls_ca_file = \"{}\"\n",
+            ca.display()
+        )
+    };
+    let r = Router::start(RouterOptions {
+        shards_toml: Some(shard(c.ports[1], &ca)),
+        ..RouterOptions::default()
+    });
+    let client = r.connect().await.unwrap();
+    let sql = "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+    for _ in 0..3 {
+        let row = client.query_one(sql, &[]).await.unwrap();
+        assert!(row.get::<_, bool>(0), "the backend connection is not encrypted");
+        assert!(row.get::<_, String>(1).starts_with("TLS"));
+    }
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS tls_t (id int); BEGIN; INSERT INTO tls_t VALUES (1); COMMIT",
+        )
+        .await
+        .unwrap();
+    let n: i64 = client.query_one("SELECT count(*) FROM tls_t WHERE id = $1", &[&1i32]).await.unwrap().get(0);
+    assert!(n >= 1);
+
+    // A CA that did not sign the shard's certificate: the handshake fails, clearly.
+    let wrong_ca = &test_cert().0;
+    let r = Router::start(RouterOptions {
+        shards_toml: Some(shard(c.ports[1], wrong_ca)),
+        ..RouterOptions::default()
+    });
+    let err = r.connect().await.unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("08001"), "{err:?}");
+    let message = err.as_db_error().map(|e| e.message().to_owned()).unwrap_or_default();
+    assert!(message.contains("TLS handshake with shard s0 failed"), "{err:?}");
+
+    // A server without TLS: refused as such, never a silent plaintext connection.
+    let r = Router::start(RouterOptions {
+        shards_toml: Some(shard(c.ports[0], &ca)),
+        ..RouterOptions::default()
+    });
+    let err = r.connect().await.unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("08001"), "{err:?}");
+    let message = err.as_db_error().map(|e| e.message().to_owned()).unwrap_or_default();
+    assert!(message.contains("shard s0 refused TLS"), "{err:?}");
+}

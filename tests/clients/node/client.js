@@ -10,6 +10,9 @@
 const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const pg = require('pg')
+const copyStreams = require('pg-copy-streams')
+const { pipeline } = require('node:stream/promises')
+const { Readable } = require('node:stream')
 
 function env(name, fallback) {
   const v = process.env[name] ?? fallback
@@ -302,6 +305,35 @@ async function checkSessionFeatures(c) {
   await c.query('UNLISTEN *')
 }
 
+async function checkCopy(c) {
+  step('COPY FROM STDIN and COPY TO STDOUT with pg-copy-streams; a failing COPY')
+  await c.query('DROP TABLE IF EXISTS node_copy')
+  await c.query('CREATE TABLE node_copy (id int PRIMARY KEY, name text, note text)')
+  const lines = []
+  for (let i = 0; i < 20000; i++) lines.push(`${i}\tname ${i}\t${i % 7 === 0 ? '\\N' : `n\u00e9\\t${i}`}\n`)
+  const sent = lines.join('')
+  // Chunks that split lines and multi-byte characters.
+  const bytes = Buffer.from(sent)
+  const chunks = []
+  for (let i = 0; i < bytes.length; i += 777) chunks.push(bytes.subarray(i, i + 777))
+  const into = c.query(copyStreams.from('COPY node_copy FROM STDIN'))
+  await pipeline(Readable.from(chunks), into)
+  equal(into.rowCount, 20000, 'COPY FROM row count')
+  const out = []
+  const from = c.query(copyStreams.to('COPY (SELECT * FROM node_copy ORDER BY id) TO STDOUT'))
+  await pipeline(from, async function* (source) {
+    for await (const chunk of source) out.push(chunk)
+  })
+  equal(Buffer.concat(out).toString(), sent, 'COPY TO STDOUT returns the rows byte for byte')
+  const bad = c.query(copyStreams.from('COPY node_copy FROM STDIN'))
+  await expectError('22P02', pipeline(Readable.from([Buffer.from('20001\tok\tx\nnot-a-number\tx\tx\n')]), bad), 'bad COPY data')
+  equal(await scalar(c, 'SELECT count(*)::int FROM node_copy'), 20000, 'a failed COPY adds nothing')
+  await c.query('BEGIN')
+  await pipeline(Readable.from([Buffer.from('30000\tin tx\t\\N\n')]), c.query(copyStreams.from('COPY node_copy FROM STDIN')))
+  await c.query('ROLLBACK')
+  equal(await scalar(c, 'SELECT count(*)::int FROM node_copy WHERE id = 30000'), 0, 'COPY rolled back with its transaction')
+}
+
 async function plain() {
   await checkLogin()
   const c = await connect()
@@ -311,6 +343,7 @@ async function plain() {
   await checkInFlight(c)
   await checkCancel()
   await checkSessionFeatures(c)
+  await checkCopy(c)
   await c.end()
 }
 
