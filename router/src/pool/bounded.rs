@@ -127,10 +127,11 @@ impl<M: Manage> Pool<M> {
                     Step::Wait(rx)
                 }
             };
-            let (conn, idle_since) = match step {
-                Step::Reuse(idle) => {
-                    (Pooled { conn: Some(idle.conn), pool: self.inner.clone() }, Some(idle.since))
-                }
+            // While it is recycled, the connection is held apart from its slot: if the
+            // checkout is cancelled mid-way (the client left during a DISCARD ALL), the
+            // connection is closed rather than returned with a reply still unread.
+            let (mut conn, slot, idle_since) = match step {
+                Step::Reuse(idle) => (idle.conn, Slot { pool: Some(self.inner.clone()) }, Some(idle.since)),
                 Step::Open(slot) => return self.open(slot).await,
                 Step::Wait(rx) => {
                     let at = *deadline.get_or_insert_with(|| Instant::now() + wait);
@@ -139,20 +140,21 @@ impl<M: Manage> Pool<M> {
                         // The grant was dropped unsent; look again.
                         Ok(Err(_)) => continue,
                         Ok(Ok(Grant::Slot(slot))) => return self.open(slot).await,
-                        Ok(Ok(Grant::Conn(pooled))) => (pooled, None),
+                        Ok(Ok(Grant::Conn(pooled))) => match pooled.into_parts() {
+                            Some((conn, slot)) => (conn, slot, None),
+                            None => continue,
+                        },
                     }
                 }
             };
             let now = Instant::now();
             let idle_for = idle_since.map_or(Duration::ZERO, |since| now.saturating_duration_since(since));
-            let mut conn = conn;
-            if let Some(c) = conn.conn.as_mut() {
-                if self.inner.manager.recycle(c, idle_for, now).await {
-                    return Ok(conn);
-                }
+            if self.inner.manager.recycle(&mut conn, idle_for, now).await {
+                return Ok(slot.fill(conn));
             }
-            // Not reusable: discard it (its slot goes to a waiter or is freed) and look again.
-            drop(Pooled::take(conn));
+            // Not reusable: close it; its slot goes to a waiter or is freed. Look again.
+            drop(conn);
+            drop(slot);
         }
     }
 
@@ -333,6 +335,13 @@ pub struct Pooled<M: Manage> {
 }
 
 impl<M: Manage> Pooled<M> {
+    /// The connection and its slot, apart (the connection no longer returns to the pool by
+    /// itself).
+    fn into_parts(mut self) -> Option<(M::Conn, Slot<M>)> {
+        let conn = self.conn.take()?;
+        Some((conn, Slot { pool: Some(self.pool.clone()) }))
+    }
+
     /// Removes the connection from the pool for good, freeing its slot.
     pub fn take(mut this: Self) -> M::Conn {
         let conn = this.conn.take();
@@ -507,6 +516,31 @@ mod tests {
         assert_eq!(p.status().size, 1);
         drop(fut);
         assert_eq!(p.status().size, 0);
+    }
+
+    #[tokio::test]
+    async fn a_checkout_cancelled_while_recycling_closes_the_connection() {
+        struct Slow;
+        impl Manage for Slow {
+            type Conn = Arc<()>;
+            type Error = ();
+            async fn create(&self) -> Result<Arc<()>, ()> {
+                Ok(Arc::new(()))
+            }
+            async fn recycle(&self, _conn: &mut Arc<()>, _idle_for: Duration, _now: Instant) -> bool {
+                std::future::pending::<()>().await;
+                true
+            }
+        }
+        let p = Pool::new(Slow, 1);
+        let conn = p.get(WAIT).await.unwrap();
+        let probe = Arc::downgrade(&*conn);
+        drop(conn);
+        let mut fut = Box::pin(p.get(WAIT));
+        assert!(futures_poll_once(fut.as_mut()).await.is_none(), "recycling never finishes");
+        drop(fut);
+        assert!(probe.upgrade().is_none(), "the half-recycled connection was closed");
+        assert_eq!(p.status(), Status { size: 0, idle: 0, waiting: 0 });
     }
 
     /// Polls a future once.
