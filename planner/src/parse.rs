@@ -269,10 +269,7 @@ pub(crate) fn shape(sql: &str) -> Option<(String, Vec<&str>, usize)> {
             _ => {}
         }
     }
-    let mut words = tokens.iter().filter(|t| !t.kind.is_trivia()).take(3).map(|t| &sql[t.span.clone()]);
-    let is_show_route =
-        ["show", "route", "for"].iter().all(|w| words.next().is_some_and(|t| t.eq_ignore_ascii_case(w)));
-    if literals.is_empty() || is_show_route {
+    if literals.is_empty() || show_route_in(sql, &tokens).is_some() {
         return None;
     }
     let mut out = String::with_capacity(sql.len() + 8);
@@ -330,12 +327,22 @@ fn word(t: Option<&Token>) -> Option<&str> {
 
 /// `SHOW ROUTE FOR <statement>`: the byte offset where the inner statement starts.
 pub(crate) fn show_route(sql: &str) -> Option<usize> {
-    let toks = significant(sql);
-    let words: Vec<Option<&str>> = toks.iter().take(3).map(|t| word(Some(t))).collect();
-    if words == [Some("show"), Some("route"), Some("for")] {
-        return Some(toks[2].span.end);
+    show_route_in(sql, &lex_with(sql, false))
+}
+
+/// [`show_route`] over tokens already lexed from `sql` (word text not needed: the words are
+/// compared in the source, case-insensitively).
+fn show_route_in(sql: &str, tokens: &[Token]) -> Option<usize> {
+    let mut words = tokens.iter().filter(|t| !t.kind.is_trivia()).take(3);
+    let mut end = None;
+    for want in ["show", "route", "for"] {
+        let t = words.next()?;
+        if !matches!(t.kind, TokenKind::Word(_)) || !sql[t.span.clone()].eq_ignore_ascii_case(want) {
+            return None;
+        }
+        end = Some(t.span.end);
     }
-    None
+    end
 }
 
 /// A routing hint: a leading `/* pg_router: [keyspace=KS] shard=NAME */`.
@@ -524,6 +531,8 @@ mod tests {
     fn show_route_detection() {
         assert_eq!(show_route("show Route FOR select 1"), Some(14));
         assert_eq!(show_route("SHOW search_path"), None);
+        assert_eq!(show_route("show \"route\" for select 1"), None);
+        assert_eq!(show_route("/* c */ SHOW route\n for select 1"), Some(23));
     }
 
     #[test]
