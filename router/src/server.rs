@@ -6,6 +6,7 @@
 //! with 57P01, and sessions inside a transaction may finish it until `shutdown_timeout`.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -55,6 +56,7 @@ pub fn shared(config: Config) -> anyhow::Result<Arc<Shared>> {
 /// Serves clients on `listener` until `stop` completes, then drains.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: impl Future<Output = ()>) {
     let (notify_shutdown, _) = broadcast::channel::<()>(1);
+    let shutdown_raised = Arc::new(AtomicBool::new(false));
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     let limit = Arc::new(Semaphore::new(shared.config.max_client_connections));
     tokio::spawn(shared.pools.clone().maintain());
@@ -79,7 +81,8 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: impl Future
         };
         tracing::debug!(%peer, "client connected");
         let shared = shared.clone();
-        let shutdown = notify_shutdown.subscribe();
+        let shutdown =
+            session::Shutdown { notice: notify_shutdown.subscribe(), raised: shutdown_raised.clone() };
         let done = done_tx.clone();
         tokio::spawn(async move {
             session::run(tcp, shared, shutdown).await;
@@ -89,6 +92,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: impl Future
     }
     drop(listener);
     tracing::info!("shutting down: no new connections; waiting for open transactions");
+    shutdown_raised.store(true, Ordering::Release);
     let _ = notify_shutdown.send(());
     drop(done_tx);
     if tokio::time::timeout(shared.config.shutdown_timeout, done_rx.recv()).await.is_err() {

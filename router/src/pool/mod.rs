@@ -36,10 +36,12 @@ pub struct Manager {
 }
 
 impl Manage for Manager {
-    type Conn = BackendConn;
+    /// Boxed: a connection moves between the idle list, checkouts and sessions on every
+    /// transaction, and a pointer moves cheaper than the whole struct.
+    type Conn = Box<BackendConn>;
     type Error = BackendError;
 
-    async fn create(&self) -> Result<BackendConn, BackendError> {
+    async fn create(&self) -> Result<Box<BackendConn>, BackendError> {
         let started = Instant::now();
         let conn = BackendConn::connect(&self.params).await;
         metrics::histogram!("pg_router_backend_connect_seconds").record(started.elapsed().as_secs_f64());
@@ -47,10 +49,10 @@ impl Manage for Manager {
         if let Ok(mut guard) = self.server_params.lock() {
             guard.get_or_insert_with(|| conn.server_params.clone());
         }
-        Ok(conn)
+        Ok(Box::new(conn))
     }
 
-    async fn recycle(&self, conn: &mut BackendConn, idle_for: Duration, now: Instant) -> bool {
+    async fn recycle(&self, conn: &mut Box<BackendConn>, idle_for: Duration, now: Instant) -> bool {
         if now.saturating_duration_since(conn.created) > self.config.max_lifetime {
             tracing::debug!(shard = %conn.shard, "closing a backend connection past pool.max_lifetime_ms");
             return false;

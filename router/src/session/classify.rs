@@ -160,6 +160,50 @@ impl<'a> Iterator for Tokens<'a> {
 /// Classifies every statement in `sql`; returns the statement kind of the first statement and
 /// the session effects in order.
 pub fn classify(sql: &str) -> (StatementKind, Vec<SessionEffect>) {
+    // Most statements are one plain DML or transaction statement: its first word says all
+    // there is to say, unless it takes a session-level advisory lock. One pass over the bytes
+    // checks both, cheaper than lexing the whole text; anything else takes the full path.
+    if plain_single_statement(sql.as_bytes()) {
+        let kind = Tokens::new(sql).next().map(|first| statement_kind(&[first]));
+        if let Some(
+            kind @ (StatementKind::Select
+            | StatementKind::Insert
+            | StatementKind::Update
+            | StatementKind::Delete
+            | StatementKind::Transaction),
+        ) = kind
+        {
+            // No statement of these kinds changes session state by its leading words.
+            return (kind, Vec::new());
+        }
+    }
+    classify_all(sql)
+}
+
+/// True when `sql` is certainly one statement (its only `;`, if any, ends it) and does not
+/// contain `advisory_lock` in any case, quoted or not (every session-level advisory lock
+/// function does). A `;` or the word inside quotes or comments sends the text down the full
+/// path, which is merely slower.
+fn plain_single_statement(sql: &[u8]) -> bool {
+    const LOCK: &[u8] = b"_lock";
+    const ADVISORY: &[u8] = b"advisory";
+    for (i, &b) in sql.iter().enumerate() {
+        match b {
+            b';' => return sql[i + 1..].iter().all(u8::is_ascii_whitespace),
+            b'_' if sql[i..].len() >= LOCK.len()
+                && sql[i..i + LOCK.len()].eq_ignore_ascii_case(LOCK)
+                && i >= ADVISORY.len()
+                && sql[i - ADVISORY.len()..i].eq_ignore_ascii_case(ADVISORY) =>
+            {
+                return false
+            }
+            _ => {}
+        }
+    }
+    true
+}
+
+fn classify_all(sql: &str) -> (StatementKind, Vec<SessionEffect>) {
     let mut effects = Vec::new();
     let mut kind = None;
     let mut tokens = Tokens::new(sql).peekable();
@@ -380,6 +424,32 @@ mod tests {
             effects("declare c cursor with hold for select 1")[0],
             SessionEffect::Unsupported(_)
         ));
+    }
+
+    #[test]
+    fn the_first_word_shortcut_agrees_with_the_full_lexer() {
+        for sql in [
+            "SELECT 1",
+            "  /* c */ update t set a = 1",
+            "insert into t values (1)",
+            "select pg_advisory_lock(1)",
+            "SELECT PG_TRY_ADVISORY_LOCK_SHARED(1)",
+            "select 'pg_advisory_lock'",
+            "select pg_advisory_xact_lock(1)",
+            "BEGIN ISOLATION LEVEL SERIALIZABLE",
+            "set a = 1",
+            "listen x",
+            "with x as (select 1) select * from x",
+            "select 1; listen x",
+            "select 1;",
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 1;\n",
+            "select ';' ; listen x",
+            "select 1 -- ;\n; set a = 1",
+            "",
+            "-- only a comment",
+        ] {
+            assert_eq!(classify(sql), classify_all(sql), "{sql}");
+        }
     }
 
     #[test]

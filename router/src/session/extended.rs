@@ -5,6 +5,7 @@
 //! the next routed message of the batch. A Bind whose statement needs several shards opens a
 //! [`RouterPortal`]: the router answers Describe and Execute on it by fanning out.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -83,6 +84,45 @@ fn encode_param_oids(oids: &[u32]) -> Bytes {
     out.freeze()
 }
 
+/// The shard each portal was bound on. The unnamed portal, which nearly every driver uses, is
+/// kept apart from the map, so the common path hashes nothing.
+#[derive(Default)]
+pub(super) struct PortalShards {
+    unnamed: Option<Endpoint>,
+    named: HashMap<String, Endpoint>,
+}
+
+impl PortalShards {
+    fn get(&self, portal: &str) -> Option<Endpoint> {
+        if portal.is_empty() {
+            self.unnamed
+        } else {
+            self.named.get(portal).copied()
+        }
+    }
+
+    fn insert(&mut self, portal: &str, endpoint: Endpoint) {
+        if portal.is_empty() {
+            self.unnamed = Some(endpoint);
+        } else {
+            self.named.insert(portal.to_owned(), endpoint);
+        }
+    }
+
+    fn remove(&mut self, portal: &str) -> Option<Endpoint> {
+        if portal.is_empty() {
+            self.unnamed.take()
+        } else {
+            self.named.remove(portal)
+        }
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.unnamed = None;
+        self.named.clear();
+    }
+}
+
 fn decode_error(e: impl std::fmt::Display) -> End {
     End::Fatal(ClientError::protocol(e.to_string()))
 }
@@ -93,9 +133,16 @@ impl Session {
         self.refresh_topology();
         let named = !parse.name.is_empty();
         let def = named.then(|| self.shared.statements.intern(parse.query, parse.param_types));
-        let (kind, effects) = match &def {
-            Some(d) => (d.kind, d.effects.clone()),
-            None => classify(parse.query),
+        // Drivers send the same unnamed statement again and again: keep what was learned of it.
+        let same_unnamed = !named
+            && self
+                .unnamed
+                .as_ref()
+                .is_some_and(|u| *u.query == *parse.query && u.param_types.as_ref() == parse.param_types);
+        let (kind, effects) = match (&def, &self.unnamed) {
+            (Some(d), _) => (d.kind, d.effects.clone()),
+            (None, Some(u)) if same_unnamed => (u.kind, u.effects.clone()),
+            (None, _) => classify(parse.query),
         };
         if !named {
             self.unnamed_kind = kind;
@@ -106,11 +153,19 @@ impl Session {
         }
         match def {
             None => {
-                self.unnamed = Some(Unnamed {
-                    query: Arc::from(parse.query),
-                    param_types: Bytes::copy_from_slice(parse.param_types),
-                    parsed_on: None,
-                });
+                match self.unnamed.as_mut() {
+                    // This Parse replaces the statement wherever it goes next.
+                    Some(u) if same_unnamed => u.parsed_on = None,
+                    _ => {
+                        self.unnamed = Some(Unnamed {
+                            query: Arc::from(parse.query),
+                            param_types: Bytes::copy_from_slice(parse.param_types),
+                            parsed_on: None,
+                            kind,
+                            effects: effects.clone(),
+                        })
+                    }
+                }
                 self.deferred.push(Deferred::Raw(frame.clone()));
             }
             Some(def) => {
@@ -149,8 +204,9 @@ impl Session {
 
     pub(super) async fn on_bind(&mut self, frame: Frame) -> Result<(), End> {
         let bind = Bind::decode(&frame).map_err(decode_error)?;
-        let portal = bind.portal.to_owned();
-        self.portals.remove(&portal);
+        if !self.portals.is_empty() {
+            self.portals.remove(bind.portal);
+        }
         let Some((query, param_types, def)) = self.statement(bind.statement) else {
             // Unknown statement: the shard reports 26000 with the client's own name.
             self.shared.metrics.statement(self.unnamed_kind);
@@ -277,6 +333,7 @@ impl Session {
             // wherever they are used later).
             self.refuse_deferred();
         }
+        let portal = bind.portal.to_owned();
         self.open_portal(portal, kind, query.to_string(), param_types, params).await
     }
 
@@ -297,7 +354,7 @@ impl Session {
             return Ok(());
         }
         if let Ok(bind) = Bind::decode(frame) {
-            self.portal_shards.insert(bind.portal.to_owned(), endpoint);
+            self.portal_shards.insert(bind.portal, endpoint);
         }
         match def {
             Some(def) if self.transaction_mode() => {
@@ -380,8 +437,8 @@ impl Session {
             return self.describe_portal(&name).await;
         }
         if d.target == Target::Portal {
-            let name = d.name.to_owned();
-            return self.forward_portal(&name, frame, Expect::Describe).await;
+            let bound_on = self.portal_shards.get(d.name);
+            return self.forward_portal(bound_on, frame, Expect::Describe).await;
         }
         let def = self.statement(d.name).and_then(|(_, _, def)| def);
         let endpoint = self.preferred();
@@ -460,9 +517,15 @@ impl Session {
         self.enter(endpoint, true).await
     }
 
-    /// Sends a Describe or Execute of a portal to the shard it was bound on.
-    async fn forward_portal(&mut self, name: &str, frame: Frame, expect: Expect) -> Result<(), End> {
-        let endpoint = self.portal_shards.get(name).copied().unwrap_or_else(|| self.preferred());
+    /// Sends a Describe or Execute of a portal to the shard it was bound on (if the router
+    /// knows it).
+    async fn forward_portal(
+        &mut self,
+        bound_on: Option<Endpoint>,
+        frame: Frame,
+        expect: Expect,
+    ) -> Result<(), End> {
+        let endpoint = bound_on.unwrap_or_else(|| self.preferred());
         if !self.enter(endpoint, true).await? {
             return Ok(());
         }
@@ -473,8 +536,8 @@ impl Session {
     pub(super) async fn on_execute(&mut self, frame: Frame) -> Result<(), End> {
         let (portal, max_rows) = frontend::execute_max_rows(&frame).map_err(decode_error)?;
         if !self.portals.contains_key(portal) {
-            let name = portal.to_owned();
-            return self.forward_portal(&name, frame, Expect::Execute).await;
+            let bound_on = self.portal_shards.get(portal);
+            return self.forward_portal(bound_on, frame, Expect::Execute).await;
         }
         let name = portal.to_owned();
         let writes_on_several_shards = match self.portals.get(&name).map(|p| &p.kind) {
@@ -657,15 +720,14 @@ impl Session {
 
     pub(super) async fn on_close(&mut self, frame: Frame) -> Result<(), End> {
         let c = DescribeOrClose::decode(&frame).map_err(decode_error)?;
-        let router_portal = c.target == Target::Portal && self.portals.remove(c.name).is_some();
+        let router_portal =
+            c.target == Target::Portal && !self.portals.is_empty() && self.portals.remove(c.name).is_some();
         let named_statement = c.target == Target::Statement && !c.name.is_empty() && self.transaction_mode();
         if !self.answer_waiting_parses().await? {
             return Ok(());
         }
         if c.target == Target::Portal && !router_portal {
-            if let Some(&endpoint) = self.portal_shards.get(c.name) {
-                let name = c.name.to_owned();
-                self.portal_shards.remove(&name);
+            if let Some(endpoint) = self.portal_shards.remove(c.name) {
                 if !self.enter(endpoint, true).await? {
                     return Ok(());
                 }

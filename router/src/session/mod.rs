@@ -19,7 +19,11 @@ mod simple;
 pub mod statements;
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -54,6 +58,13 @@ pub struct Shared {
     pub topology: TopologyHandle,
 }
 
+/// How the server tells sessions it is stopping: `raised` is set before the broadcast is sent,
+/// so a session can tell with one atomic load whether the broadcast needs polling.
+pub struct Shutdown {
+    pub notice: broadcast::Receiver<()>,
+    pub raised: Arc<AtomicBool>,
+}
+
 /// Why a session ended abnormally.
 enum End {
     /// Tell the client (FATAL), then close.
@@ -69,7 +80,7 @@ impl From<ClientError> for End {
 }
 
 /// Serves one client connection until it ends.
-pub async fn run(tcp: TcpStream, shared: Arc<Shared>, shutdown: broadcast::Receiver<()>) {
+pub async fn run(tcp: TcpStream, shared: Arc<Shared>, shutdown: Shutdown) {
     let _ = tcp.set_nodelay(true);
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let opened = tokio::time::timeout(shared.config.login_timeout, login::open(tcp, &shared, &mut buf)).await;
@@ -227,6 +238,8 @@ struct Unnamed {
     param_types: Bytes,
     /// (endpoint, backend pid) it is currently parsed on.
     parsed_on: Option<(Endpoint, i32)>,
+    kind: StatementKind,
+    effects: Vec<SessionEffect>,
 }
 
 /// A Parse whose shard is not known yet: it is sent with the batch's first routed message.
@@ -277,7 +290,7 @@ struct Session {
     portals: HashMap<String, extended::RouterPortal>,
     /// The shard each portal was bound on (a transaction may move between shards while a
     /// portal stays open on one of them).
-    portal_shards: HashMap<String, Endpoint>,
+    portal_shards: extended::PortalShards,
     /// Session settings to replay, as SQL text keyed by lower-case name.
     settings: BTreeMap<String, String>,
     unnamed_kind: StatementKind,
@@ -348,7 +361,7 @@ impl Session {
             unnamed: None,
             deferred: Vec::new(),
             portals: HashMap::new(),
-            portal_shards: HashMap::new(),
+            portal_shards: extended::PortalShards::default(),
             settings: login.settings,
             unnamed_kind: StatementKind::Other,
             cancel,
@@ -382,15 +395,18 @@ impl Session {
         }
     }
 
-    async fn serve(&mut self, mut shutdown: broadcast::Receiver<()>) -> Result<(), End> {
+    async fn serve(&mut self, shutdown: Shutdown) -> Result<(), End> {
         enum Event {
             Client(std::io::Result<usize>),
             Backend(std::io::Result<usize>),
             Shutdown,
         }
-        // One future for the whole session: polling it again costs less than making a new
-        // one per event. It is not polled again once it fired (`draining`).
-        let mut shutdown = std::pin::pin!(shutdown.recv());
+        let Shutdown { mut notice, raised } = shutdown;
+        // One future for the whole session. Once polled, it stays registered with this task's
+        // waker, so it is polled again only when `raised` says the notice was sent (one atomic
+        // load per wait instead of a lock), and never after it fired (`draining`).
+        let mut notice = std::pin::pin!(notice.recv());
+        let mut armed = false;
         loop {
             self.flush().await?;
             let idle = self.backend.is_none() && self.others.is_empty();
@@ -404,29 +420,35 @@ impl Session {
             if self.cbuf.capacity() - self.cbuf.len() < 4096 {
                 self.cbuf.reserve(8 * 1024);
             }
+            if let Some(b) = self.backend.as_mut() {
+                if b.rbuf.capacity() - b.rbuf.len() < 4096 {
+                    b.rbuf.reserve(16 * 1024);
+                }
+            }
             let draining = self.draining;
-            // Cancel safety: `read_buf` on a TCP or TLS stream loses nothing when the other
-            // branch wins; bytes read so far stay in the buffer.
-            let event = match self.backend.as_mut() {
-                None => tokio::select! {
-                    biased;
-                    r = self.client.read_buf(&mut self.cbuf) => Event::Client(r),
-                    _ = &mut shutdown, if !draining => Event::Shutdown,
-                },
-                Some(b) => {
-                    let b = &mut **b;
-                    if b.rbuf.capacity() - b.rbuf.len() < 4096 {
-                        b.rbuf.reserve(16 * 1024);
-                    }
-                    // Backend replies first: a client that keeps sending cannot hold them up.
-                    tokio::select! {
-                        biased;
-                        r = b.stream.read_buf(&mut b.rbuf) => Event::Backend(r),
-                        r = self.client.read_buf(&mut self.cbuf) => Event::Client(r),
-                        _ = &mut shutdown, if !draining => Event::Shutdown,
+            let (backend, client, cbuf) = (&mut self.backend, &mut self.client, &mut self.cbuf);
+            // Cancel safety: a `read_buf` that is not ready loses nothing; bytes read so far
+            // stay in the buffer. Backend replies go first: a client that keeps sending
+            // cannot hold them up.
+            let event = std::future::poll_fn(|cx| {
+                if let Some(b) = backend.as_mut() {
+                    let b = &mut ***b;
+                    if let Poll::Ready(r) = std::pin::pin!(b.stream.read_buf(&mut b.rbuf)).poll(cx) {
+                        return Poll::Ready(Event::Backend(r));
                     }
                 }
-            };
+                if let Poll::Ready(r) = std::pin::pin!(client.read_buf(cbuf)).poll(cx) {
+                    return Poll::Ready(Event::Client(r));
+                }
+                if !draining && (!armed || raised.load(Ordering::Acquire)) {
+                    armed = true;
+                    if Pin::new(&mut notice).poll(cx).is_ready() {
+                        return Poll::Ready(Event::Shutdown);
+                    }
+                }
+                Poll::Pending
+            })
+            .await;
             match event {
                 Event::Shutdown => self.draining = true,
                 Event::Client(Ok(0)) | Event::Client(Err(_)) => return Err(End::ClientGone),
