@@ -103,9 +103,10 @@ impl<'a> Reader<'a> {
 
     pub fn cstr(&mut self, what: &'static str) -> Result<&'a str, DecodeError> {
         let rest = self.remaining();
-        let end = rest.iter().position(|&b| b == 0).ok_or(malformed(what))?;
-        self.pos += end + 1;
-        std::str::from_utf8(&rest[..end]).map_err(|_| malformed(what))
+        // `CStr` finds the terminator a word at a time; query texts are long enough to care.
+        let text = std::ffi::CStr::from_bytes_until_nul(rest).map_err(|_| malformed(what))?;
+        self.pos += text.count_bytes() + 1;
+        text.to_str().map_err(|_| malformed(what))
     }
 
     pub fn bytes(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {

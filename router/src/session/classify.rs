@@ -185,22 +185,46 @@ pub fn classify(sql: &str) -> (StatementKind, Vec<SessionEffect>) {
 /// function does). A `;` or the word inside quotes or comments sends the text down the full
 /// path, which is merely slower.
 fn plain_single_statement(sql: &[u8]) -> bool {
-    const LOCK: &[u8] = b"_lock";
-    const ADVISORY: &[u8] = b"advisory";
-    for (i, &b) in sql.iter().enumerate() {
-        match b {
-            b';' => return sql[i + 1..].iter().all(u8::is_ascii_whitespace),
-            b'_' if sql[i..].len() >= LOCK.len()
-                && sql[i..i + LOCK.len()].eq_ignore_ascii_case(LOCK)
-                && i >= ADVISORY.len()
-                && sql[i - ADVISORY.len()..i].eq_ignore_ascii_case(ADVISORY) =>
-            {
-                return false
+    // Eight bytes at a time: only a chunk holding a `;` or `_` is looked at byte by byte.
+    const LANES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // The classic zero-byte test on `w ^ bb..b`: true if any byte of `w` is `b` (a false
+    // positive can follow a true one, never a false negative).
+    let holds = |w: u64, b: u8| {
+        let x = w ^ (LANES * u64::from(b));
+        x.wrapping_sub(LANES) & !x & HIGH != 0
+    };
+    let mut start = 0;
+    while start < sql.len() {
+        let end = (start + 8).min(sql.len());
+        let candidate = match <[u8; 8]>::try_from(&sql[start..end]) {
+            Ok(chunk) => {
+                let w = u64::from_le_bytes(chunk);
+                holds(w, b';') || holds(w, b'_')
             }
-            _ => {}
+            Err(_) => true,
+        };
+        if candidate {
+            for i in start..end {
+                match sql[i] {
+                    b';' => return sql[i + 1..].iter().all(u8::is_ascii_whitespace),
+                    b'_' if names_advisory_lock(sql, i) => return false,
+                    _ => {}
+                }
+            }
         }
+        start = end;
     }
     true
+}
+
+/// Whether the `_` at `at` is the one in `advisory_lock`, in any case.
+fn names_advisory_lock(sql: &[u8], at: usize) -> bool {
+    const ADVISORY: &[u8] = b"advisory";
+    const LOCK: &[u8] = b"_lock";
+    sql.get(at..at + LOCK.len()).is_some_and(|w| w.eq_ignore_ascii_case(LOCK))
+        && at >= ADVISORY.len()
+        && sql[at - ADVISORY.len()..at].eq_ignore_ascii_case(ADVISORY)
 }
 
 fn classify_all(sql: &str) -> (StatementKind, Vec<SessionEffect>) {
@@ -445,6 +469,10 @@ mod tests {
             "SELECT abalance FROM pgbench_accounts WHERE aid = 1;\n",
             "select ';' ; listen x",
             "select 1 -- ;\n; set a = 1",
+            "select 12345678; set a = 1",
+            "select x from t where y = 1234567;",
+            "SELECT PG_ADVISORY_LOCK(1) FROM some_long_table_name",
+            "select 1 from tbl_advisory_locks_view",
             "",
             "-- only a comment",
         ] {

@@ -31,22 +31,24 @@ fn not_supported(message: &'static str) -> ClientError {
 
 impl Session {
     pub(super) async fn on_query(&mut self, frame: Frame) -> Result<(), End> {
-        let text = match frontend::query_text(&frame) {
-            Ok(t) => t.to_owned(),
+        // The text borrows a second handle on the frame's bytes (a reference count, not a copy).
+        let held = frame.clone();
+        let text = match frontend::query_text(&held) {
+            Ok(t) => t,
             Err(e) => return Err(End::Fatal(ClientError::protocol(e.to_string()))),
         };
         self.refresh_topology();
-        let (kind, effects) = classify(&text);
+        let (kind, effects) = classify(text);
         self.shared.metrics.statement(kind);
         if let Some(reason) = self.unsupported(&effects) {
             return self.reject(unsupported_error(reason)).await;
         }
         if let Some(endpoint) = self.topology.single_endpoint() {
-            if !is_show_route(&text) {
+            if !is_show_route(text) {
                 return self.pass(frame, endpoint, &effects).await;
             }
         }
-        let plan = match self.topology.planner.plan(&text) {
+        let plan = match self.topology.planner.plan(text) {
             Ok(p) => p,
             Err(e) => return self.reject(plan_error(&e)).await,
         };
@@ -59,7 +61,7 @@ impl Session {
                 let endpoint = self.preferred();
                 self.pass(frame, endpoint, &effects).await
             }
-            Action::Transaction(tc) => self.on_transaction(frame, &text, tc, &effects).await,
+            Action::Transaction(tc) => self.on_transaction(frame, text, tc, &effects).await,
             Action::Multi(parts) => self.multi_query(frame, parts, &effects).await,
             Action::InsertSplit(ins) => self.insert_split_query(frame, ins, &effects).await,
             Action::Broadcast(b) => {
@@ -71,7 +73,7 @@ impl Session {
                     return self.pass(frame, endpoint, &effects).await;
                 }
                 let requests: Vec<LegRequest<'_>> =
-                    endpoints.iter().map(|_| LegRequest::Simple(&text)).collect();
+                    endpoints.iter().map(|_| LegRequest::Simple(text)).collect();
                 self.run_fan_out(&endpoints, &requests, &mut First::new(true), false).await
             }
             Action::ShowRoute(inner) => {
