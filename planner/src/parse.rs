@@ -58,19 +58,33 @@ fn is_ident_char(b: u8) -> bool {
 
 /// Tokenize PostgreSQL text. Never fails: an unterminated string or comment runs to the end.
 pub(crate) fn lex(s: &str) -> Vec<Token> {
-    lex_with(s, true)
+    Lexer::new(s, true).collect()
 }
 
-/// [`lex`], optionally without the lower-cased copy of each word (`Word("")`): for callers
-/// that only need token kinds and spans, on the per-query path.
-fn lex_with(s: &str, word_text: bool) -> Vec<Token> {
-    let b = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
+/// The tokens of a text, one at a time. Without `word_text` a word carries no lower-cased copy
+/// (`Word("")`): for callers on the per-query path that only need kinds and spans.
+struct Lexer<'a> {
+    s: &'a str,
+    i: usize,
+    word_text: bool,
+}
+
+impl<'a> Lexer<'a> {
+    fn new(s: &'a str, word_text: bool) -> Self {
+        Self { s, i: 0, word_text }
+    }
+}
+
+impl Iterator for Lexer<'_> {
+    type Item = Token;
+
+    fn next(&mut self) -> Option<Token> {
+        let (s, b) = (self.s, self.s.as_bytes());
+        let mut i = self.i;
         let start = i;
+        let c = *b.get(i)?;
         let next = b.get(i + 1).copied();
-        let kind = match b[i] {
+        let kind = match c {
             c if c.is_ascii_whitespace() => {
                 while i < b.len() && b[i].is_ascii_whitespace() {
                     i += 1;
@@ -109,7 +123,7 @@ fn lex_with(s: &str, word_text: bool) -> Vec<Token> {
                 while i < b.len() && is_ident_char(b[i]) {
                     i += 1;
                 }
-                TokenKind::Word(if word_text { s[start..i].to_lowercase() } else { String::new() })
+                TokenKind::Word(if self.word_text { s[start..i].to_lowercase() } else { String::new() })
             }
             c if c.is_ascii_digit() => {
                 while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'.' || b[i] == b'_') {
@@ -126,9 +140,9 @@ fn lex_with(s: &str, word_text: bool) -> Vec<Token> {
                 TokenKind::Punct
             }
         };
-        out.push(Token { kind, span: start..i });
+        self.i = i;
+        Some(Token { kind, span: start..i })
     }
-    out
 }
 
 fn block_comment_end(b: &[u8], mut i: usize) -> usize {
@@ -254,35 +268,38 @@ pub(crate) fn max_param(sql: &str) -> usize {
 /// for texts the shape cache does not handle (routing hints and `SHOW ROUTE`, which plan by
 /// exact text; several statements; no literals).
 pub(crate) fn shape(sql: &str) -> Option<(String, Vec<&str>, usize)> {
-    let tokens = lex_with(sql, false);
+    // One pass over the tokens, none of them kept: this runs for every statement with
+    // literals that reaches the planner.
     let mut base = 0;
     let mut literals = Vec::new();
-    // A trailing `;` (what psql and pgbench send) is fine; anything after one is a second
-    // statement.
-    let last_significant = tokens.iter().rposition(|t| !t.kind.is_trivia() && t.kind != TokenKind::Semicolon);
-    for (i, t) in tokens.iter().enumerate() {
+    let mut after_semicolon = false;
+    for t in Lexer::new(sql, false) {
         match &t.kind {
-            TokenKind::Param(n) => base = base.max(*n),
-            TokenKind::Number | TokenKind::Str => literals.push(&sql[t.span.clone()]),
-            TokenKind::Semicolon if last_significant.is_some_and(|l| i < l) => return None,
+            // A trailing `;` (what psql and pgbench send) is fine; anything after one is a
+            // second statement.
+            TokenKind::Space | TokenKind::Semicolon => {}
             TokenKind::Comment if sql[t.span.clone()].contains("pg_router") => return None,
+            TokenKind::Comment => {}
+            _ if after_semicolon => return None,
+            TokenKind::Param(n) => base = base.max(*n),
+            TokenKind::Number | TokenKind::Str => literals.push(&sql[t.span]),
             _ => {}
         }
+        after_semicolon |= t.kind == TokenKind::Semicolon;
     }
-    if literals.is_empty() || show_route_in(sql, &tokens).is_some() {
+    if literals.is_empty() || show_route(sql).is_some() {
         return None;
     }
-    let mut out = String::with_capacity(sql.len() + 8);
+    let mut out = String::with_capacity(sql.len() + 4 * literals.len());
     let mut last = 0;
-    let mut k = base;
-    for t in &tokens {
-        if matches!(t.kind, TokenKind::Number | TokenKind::Str) {
-            k += 1;
-            out.push_str(&sql[last..t.span.start]);
-            out.push('$');
-            out.push_str(&k.to_string());
-            last = t.span.end;
-        }
+    for (k, literal) in (base + 1..).zip(&literals) {
+        // Each literal is a subslice of `sql`: its offset is where it starts.
+        let at = literal.as_ptr() as usize - sql.as_ptr() as usize;
+        out.push_str(&sql[last..at]);
+        out.push('$');
+        // Writing to a String cannot fail.
+        let _ = std::fmt::Write::write_fmt(&mut out, format_args!("{k}"));
+        last = at + literal.len();
     }
     out.push_str(&sql[last..]);
     Some((out, literals, base))
@@ -327,13 +344,13 @@ fn word(t: Option<&Token>) -> Option<&str> {
 
 /// `SHOW ROUTE FOR <statement>`: the byte offset where the inner statement starts.
 pub(crate) fn show_route(sql: &str) -> Option<usize> {
-    show_route_in(sql, &lex_with(sql, false))
+    show_route_in(sql, Lexer::new(sql, false))
 }
 
 /// [`show_route`] over tokens already lexed from `sql` (word text not needed: the words are
 /// compared in the source, case-insensitively).
-fn show_route_in(sql: &str, tokens: &[Token]) -> Option<usize> {
-    let mut words = tokens.iter().filter(|t| !t.kind.is_trivia()).take(3);
+fn show_route_in(sql: &str, tokens: impl Iterator<Item = Token>) -> Option<usize> {
+    let mut words = tokens.filter(|t| !t.kind.is_trivia()).take(3);
     let mut end = None;
     for want in ["show", "route", "for"] {
         let t = words.next()?;
@@ -533,6 +550,28 @@ mod tests {
         assert_eq!(show_route("SHOW search_path"), None);
         assert_eq!(show_route("show \"route\" for select 1"), None);
         assert_eq!(show_route("/* c */ SHOW route\n for select 1"), Some(23));
+    }
+
+    #[test]
+    fn shapes() {
+        let shaped = |sql: &str| shape(sql).map(|(text, literals, base)| (text, literals.join("|"), base));
+        assert_eq!(
+            shaped("SELECT a FROM t WHERE id = 42 AND s = 'x''y';"),
+            Some(("SELECT a FROM t WHERE id = $1 AND s = $2;".into(), "42|'x''y'".into(), 0))
+        );
+        assert_eq!(
+            shaped("select $2 from t where id = 7 and k = $1"),
+            Some(("select $2 from t where id = $3 and k = $1".into(), "7".into(), 2))
+        );
+        assert_eq!(shaped("select 1 ; -- done\n;"), Some(("select $1 ; -- done\n;".into(), "1".into(), 0)));
+        assert_eq!(shaped("select 1; select 2"), None);
+        assert_eq!(shaped("select a from t"), None);
+        assert_eq!(shaped("/* pg_router: shard=s1 */ select 1"), None);
+        assert_eq!(shaped("select 1 -- pg_router: shard=s1"), None);
+        assert_eq!(shaped("SHOW ROUTE FOR select 1"), None);
+        for sql in ["'abc", "select $$x", "select 1 /* open", "select e'\\'"] {
+            let _ = shape(sql);
+        }
     }
 
     #[test]
