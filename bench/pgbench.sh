@@ -8,6 +8,8 @@
 #   BENCH_SCALE=16     pgbench scale factor
 #   BENCH_WORKLOADS    default "select-only tpcb-like"
 #   BENCH_MODES        default "simple extended prepared"
+#   BENCH_REPEAT=2     runs per path and row, taken in turns (direct, PgBouncer, pg-router, then
+#                      again) and averaged, so a drift of the machine's speed falls on every path
 #   ROUTER_WORKERS     pg-router server.worker_threads (default 1)
 #   PG_ROUTER_BIN      pg-router binary (default: cargo build --release)
 set -euo pipefail
@@ -20,6 +22,7 @@ SCALE=${BENCH_SCALE:-16}
 POOL=20
 WORKLOADS=${BENCH_WORKLOADS:-select-only tpcb-like}
 MODES=${BENCH_MODES:-simple extended prepared}
+REPEAT=${BENCH_REPEAT:-2}
 ROUTER_WORKERS=${ROUTER_WORKERS:-1}
 
 ensure_postgres
@@ -111,7 +114,14 @@ run() {
   printf '%.0f %s %s\n' "$tps" "$lat" "$cpu"
 }
 
-echo "pgbench: $CLIENTS clients, -j 2, ${SECONDS_PER_ROW}s per row, scale $SCALE, pool size $POOL," \
+# mean "tps latency cpu" ... -> their mean ("failed - -" if any run failed; "-" stays "-")
+mean() {
+  printf '%s\n' "$@" | awk '$1 == "failed" {bad = 1} {t += $1; l += $2; c += $3; n++; if ($3 == "-") nocpu = 1}
+    END { if (bad || n == 0) print "failed - -";
+          else printf "%.0f %.3f %s\n", t / n, l / n, nocpu ? "-" : sprintf("%.1f", c / n) }'
+}
+
+echo "pgbench: $CLIENTS clients, -j 2, ${SECONDS_PER_ROW}s per run, each row the mean of $REPEAT runs taken in turns, scale $SCALE, pool size $POOL," \
   "pg-router worker_threads = $ROUTER_WORKERS; $(nproc) cores"
 echo
 printf '| %-10s | %-8s | %9s | %22s | %22s | %13s | %13s |\n' workload mode "direct tps" "pgbouncer tps (ratio)" \
@@ -120,9 +130,15 @@ printf '|%s|\n' "------------|----------|-----------|------------------------|--
 for workload in $WORKLOADS; do
   flag=""; [ "$workload" = select-only ] && flag="-S"
   for mode in $MODES; do
-    read -r d_tps d_lat _ <<<"$(run "$PG_PORT" "$mode" "$flag" "")"
-    read -r b_tps b_lat b_cpu <<<"$(run "$BOUNCER_PORT" "$mode" "$flag" "$BOUNCER_PROC")"
-    read -r r_tps r_lat r_cpu <<<"$(run "$ROUTER_PORT" "$mode" "$flag" "$ROUTER_PID")"
+    ds=(); bs=(); rs=()
+    for _ in $(seq "$REPEAT"); do
+      ds+=("$(run "$PG_PORT" "$mode" "$flag" "")")
+      bs+=("$(run "$BOUNCER_PORT" "$mode" "$flag" "$BOUNCER_PROC")")
+      rs+=("$(run "$ROUTER_PORT" "$mode" "$flag" "$ROUTER_PID")")
+    done
+    read -r d_tps d_lat _ <<<"$(mean "${ds[@]}")"
+    read -r b_tps b_lat b_cpu <<<"$(mean "${bs[@]}")"
+    read -r r_tps r_lat r_cpu <<<"$(mean "${rs[@]}")"
     ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a ~ /^[0-9.]+$/ && b > 0) printf "%.2f", a / b; else print "-" }'; }
     printf '| %-10s | %-8s | %9s | %22s | %22s | %13s | %13s |\n' "$workload" "$mode" "$d_tps" \
       "$b_tps ($(ratio "$b_tps" "$d_tps"))" "$r_tps ($(ratio "$r_tps" "$d_tps"))" "$b_cpu" "$r_cpu"

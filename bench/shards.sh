@@ -14,6 +14,10 @@
 #   BENCH_CLIENTS=16   pgbench clients (-c); -j 2
 #   BENCH_ROWS=200000  rows in the table
 #   BENCH_MODES        point-select modes, default "simple extended prepared"
+#   BENCH_REPEAT=2     point rows: runs per path, taken in turns (direct, pass-through, 1 server,
+#                      4 servers, then again) and averaged, so a drift of the machine's speed
+#                      during the run falls on every path alike
+#   BENCH_SHARD_POOL   pool.max_size per shard of the sharded routers (default 20 / 4)
 #   ROUTER_WORKERS     pg-router server.worker_threads (default 1)
 #   PG_ROUTER_BIN      pg-router binary (default: cargo build --release)
 set -euo pipefail
@@ -24,8 +28,10 @@ SECONDS_PER_ROW=${BENCH_SECONDS:-20}
 CLIENTS=${BENCH_CLIENTS:-16}
 ROWS=${BENCH_ROWS:-200000}
 MODES=${BENCH_MODES:-simple extended prepared}
+REPEAT=${BENCH_REPEAT:-2}
 ROUTER_WORKERS=${ROUTER_WORKERS:-1}
 POOL=20
+SHARD_POOL=${BENCH_SHARD_POOL:-$((POOL / 4))}
 
 ensure_postgres
 if [ -z "${PG_ROUTER_BIN:-}" ]; then
@@ -76,7 +82,7 @@ PASS_PORT=$(free_port)
 
 SHARD_PORT=$(free_port)
 {
-  common_config "$SHARD_PORT" $((POOL / 4))
+  common_config "$SHARD_PORT" "$SHARD_POOL"
   for i in 1 2 3 4; do printf '[[shards]]\nname = "s%s"\nhost = "127.0.0.1"\nport = %s\n' "$i" "${PORTS[i]}"; done
   cat <<'CONF'
 [routing]
@@ -100,7 +106,7 @@ CONF
 # The same four shards as 4 databases of pg0.
 COLO_PORT=$(free_port)
 {
-  common_config "$COLO_PORT" $((POOL / 4))
+  common_config "$COLO_PORT" "$SHARD_POOL"
   for i in 1 2 3 4; do
     printf '[[shards]]\nname = "s%s"\nhost = "127.0.0.1"\nport = %s\ndatabase = "bench_s%s"\n' "$i" "${PORTS[0]}" "$i"
   done
@@ -170,9 +176,15 @@ run() {
     awk '/^tps = /{printf "%.0f", $3}' <<<"$out"
   fi
 }
+# mean "tps/µs" ... -> their mean, same form ("failed" if any run failed)
+mean() {
+  printf '%s\n' "$@" | awk -F/ '/failed/ {bad = 1} {t += $1; u += $2; n++; if (NF > 1) us = 1}
+    END { if (bad || n == 0) print "failed"; else if (us) printf "%.0f/%.1f", t / n, u / n; else printf "%.0f", t / n }'
+}
 ratio() { awk -v a="${1%%/*}" -v b="${2%%/*}" 'BEGIN{ if (a ~ /^[0-9.]+$/ && b > 0) printf "%.2f", a / b; else print "-" }'; }
 
-echo "pgbench custom scripts: $CLIENTS clients, -j 2, ${SECONDS_PER_ROW}s per row, $ROWS rows," \
+echo "pgbench custom scripts: $CLIENTS clients, -j 2, ${SECONDS_PER_ROW}s per run, point rows the mean of" \
+  "$REPEAT runs taken in turns, $ROWS rows, pool.max_size $POOL (pass-through) / $SHARD_POOL per shard," \
   "pg-router worker_threads = $ROUTER_WORKERS; $(nproc) cores"
 echo
 echo "tps/µs: TPS and the router process's CPU time per transaction"
@@ -182,10 +194,14 @@ printf '| %-8s | %-8s | %10s | %27s | %27s | %27s |\n' query mode "direct tps" \
 printf '|%s|\n' "----------|----------|------------|-----------------------------|-----------------------------|-----------------------------"
 row() { printf '| %-8s | %-8s | %10s | %27s | %27s | %27s |\n' "$@"; }
 for mode in $MODES; do
-  d=$(run "${PORTS[0]}" "$mode" point)
-  p=$(run "$PASS_PORT" "$mode" point "${PIDS[0]}")
-  c=$(run "$COLO_PORT" "$mode" point "${PIDS[2]}")
-  s=$(run "$SHARD_PORT" "$mode" point "${PIDS[1]}")
+  ds=(); ps=(); cs=(); ss=()
+  for _ in $(seq "$REPEAT"); do
+    ds+=("$(run "${PORTS[0]}" "$mode" point)")
+    ps+=("$(run "$PASS_PORT" "$mode" point "${PIDS[0]}")")
+    cs+=("$(run "$COLO_PORT" "$mode" point "${PIDS[2]}")")
+    ss+=("$(run "$SHARD_PORT" "$mode" point "${PIDS[1]}")")
+  done
+  d=$(mean "${ds[@]}"); p=$(mean "${ps[@]}"); c=$(mean "${cs[@]}"); s=$(mean "${ss[@]}")
   row point "$mode" "$d" "$p ($(ratio "$p" "$d"))" "$c ($(ratio "$c" "$p"))" "$s ($(ratio "$s" "$p"))"
 done
 for q in top10 count; do

@@ -71,11 +71,13 @@ impl Planner {
     /// key values alone, each text gets a copy with its own literals as the keys (see
     /// [`Planner::plan_by_shape`]). Other shapes are planned by their exact text.
     pub fn plan(&self, sql: &str) -> Result<Arc<Plan>, PlanError> {
-        if let Some(hit) = self.cache.get(sql) {
-            return hit;
-        }
+        // Shapes first: a text with literals rarely repeats exactly, so looking it up by exact
+        // text first would mostly cost a hash of the text for nothing.
         if let Some(plan) = self.plan_by_shape(sql) {
             return Ok(plan);
+        }
+        if let Some(hit) = self.cache.get(sql) {
+            return hit;
         }
         let result = self.plan_uncached(sql).map(Arc::new);
         self.cache.insert(sql, result.clone());

@@ -288,6 +288,10 @@ impl Value {
     /// From SQL literal source text as it appears in a statement: `42`, `-7`, `NULL`, `'abc'`,
     /// `'it''s'`, `E'a\tb'`, `$$x$$`, `'…'::uuid`, `timestamptz '…'`. See [`parse_sql_literal`].
     pub fn from_sql_literal(sql: &str, column: ColumnType) -> Result<Value> {
+        // Plain digits, the most common key literal, are a number as they stand.
+        if !sql.is_empty() && sql.bytes().all(|b| b.is_ascii_digit()) {
+            return Self::from_literal(&Literal::Number(sql), column);
+        }
         let lit = parse_sql_literal(sql)?;
         Self::from_literal(&lit, column)
     }
