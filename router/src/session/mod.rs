@@ -404,8 +404,10 @@ impl Session {
         let Shutdown { mut notice, raised } = shutdown;
         // One future for the whole session. Once polled, it stays registered with this task's
         // waker, so it is polled again only when `raised` says the notice was sent (one atomic
-        // load per wait instead of a lock), and never after it fired (`draining`).
-        let mut notice = std::pin::pin!(notice.recv());
+        // load per wait instead of a lock), and never after it fired (`draining`). It runs
+        // outside tokio's cooperative budget: a budget-exhausted poll would return Pending
+        // without registering, and the first poll must register.
+        let mut notice = std::pin::pin!(tokio::task::unconstrained(notice.recv()));
         let mut armed = false;
         loop {
             self.flush().await?;
