@@ -71,13 +71,22 @@ impl Planner {
     /// key values alone, each text gets a copy with its own literals as the keys (see
     /// [`Planner::plan_by_shape`]). Other shapes are planned by their exact text.
     pub fn plan(&self, sql: &str) -> Result<Arc<Plan>, PlanError> {
-        // Shapes first: a text with literals rarely repeats exactly, so looking it up by exact
-        // text first would mostly cost a hash of the text for nothing.
+        // Both orders give the same plan; they differ in cost. A text with placeholders (the
+        // extended protocol's) repeats exactly: look it up by text before lexing it for a
+        // shape. A text with literals (the simple protocol's) rarely repeats: shape first.
+        let parameterized = sql.as_bytes().contains(&b'$');
+        if parameterized {
+            if let Some(hit) = self.cache.get(sql) {
+                return hit;
+            }
+        }
         if let Some(plan) = self.plan_by_shape(sql) {
             return Ok(plan);
         }
-        if let Some(hit) = self.cache.get(sql) {
-            return hit;
+        if !parameterized {
+            if let Some(hit) = self.cache.get(sql) {
+                return hit;
+            }
         }
         let result = self.plan_uncached(sql).map(Arc::new);
         self.cache.insert(sql, result.clone());
