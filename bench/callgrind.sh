@@ -12,18 +12,14 @@
 # derivation out of the counts; the warm-up opens the backend connections before counting.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-# shellcheck source=../deploy/local/common.sh
-. "$ROOT/deploy/local/common.sh"
+# shellcheck source=common.sh
+. "$ROOT/bench/common.sh"
 MODES=${CG_MODES:-simple extended prepared}
 FLAG=-S; [ "${CG_WORKLOAD:-select-only}" = tpcb-like ] && FLAG=
 TX=${CG_TX:-1000}
 CLIENTS=4
 command -v valgrind >/dev/null || { echo "valgrind is missing (apt-get install valgrind)" >&2; exit 1; }
-ensure_postgres
-if [ -z "${PG_ROUTER_BIN:-}" ]; then
-  (cd "$ROOT" && cargo build --release -q -p router --bin pg-router)
-  PG_ROUTER_BIN=$ROOT/target/release/pg-router
-fi
+bench_prepare
 
 WORK=$(mktemp -d /tmp/pg-router-callgrind.XXXXXX)
 make_dir "$WORK"
@@ -34,8 +30,7 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-start_shard "$WORK/pg" "$PG_PORT" bench bench-pw
-as_pg psql -X -q -h "$WORK/pg" -p "$PG_PORT" -U bench -d postgres -c "CREATE DATABASE bench" >/dev/null
+bench_server "$WORK/pg" "$PG_PORT"
 PGPASSWORD=bench-pw pgbench -q -i -s 1 -h 127.0.0.1 -p "$PG_PORT" -U bench bench >/dev/null 2>&1
 
 # measure NAME PORT CONTROL... : warm up, zero the counters, run, dump; prints instructions/tx.

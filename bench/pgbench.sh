@@ -14,8 +14,8 @@
 #   PG_ROUTER_BIN      pg-router binary (default: cargo build --release)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-# shellcheck source=../deploy/local/common.sh
-. "$ROOT/deploy/local/common.sh"
+# shellcheck source=common.sh
+. "$ROOT/bench/common.sh"
 SECONDS_PER_ROW=${BENCH_SECONDS:-20}
 CLIENTS=${BENCH_CLIENTS:-16}
 SCALE=${BENCH_SCALE:-16}
@@ -25,12 +25,8 @@ MODES=${BENCH_MODES:-simple extended prepared}
 REPEAT=${BENCH_REPEAT:-2}
 ROUTER_WORKERS=${ROUTER_WORKERS:-1}
 
-ensure_postgres
+bench_prepare
 command -v pgbouncer >/dev/null || { echo "pgbouncer is missing (apt-get install pgbouncer)" >&2; exit 1; }
-if [ -z "${PG_ROUTER_BIN:-}" ]; then
-  (cd "$ROOT" && cargo build --release -q -p router --bin pg-router)
-  PG_ROUTER_BIN=$ROOT/target/release/pg-router
-fi
 
 WORK=$(mktemp -d /tmp/pg-router-bench.XXXXXX)
 make_dir "$WORK"
@@ -45,8 +41,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-start_shard "$WORK/pg" "$PG_PORT" bench bench-pw
-as_pg psql -X -q -h "$WORK/pg" -p "$PG_PORT" -U bench -d postgres -c "CREATE DATABASE bench" >/dev/null
+bench_server "$WORK/pg" "$PG_PORT"
 PGPASSWORD=bench-pw pgbench -q -i -s "$SCALE" -h 127.0.0.1 -p "$PG_PORT" -U bench bench >/dev/null 2>&1
 
 as_pg sh -c "cat > '$WORK/pgbouncer.ini'" <<CONF

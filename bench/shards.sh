@@ -22,8 +22,8 @@
 #   PG_ROUTER_BIN      pg-router binary (default: cargo build --release)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-# shellcheck source=../deploy/local/common.sh
-. "$ROOT/deploy/local/common.sh"
+# shellcheck source=common.sh
+. "$ROOT/bench/common.sh"
 SECONDS_PER_ROW=${BENCH_SECONDS:-20}
 CLIENTS=${BENCH_CLIENTS:-16}
 ROWS=${BENCH_ROWS:-200000}
@@ -33,11 +33,7 @@ ROUTER_WORKERS=${ROUTER_WORKERS:-1}
 POOL=20
 SHARD_POOL=${BENCH_SHARD_POOL:-$((POOL / 4))}
 
-ensure_postgres
-if [ -z "${PG_ROUTER_BIN:-}" ]; then
-  (cd "$ROOT" && cargo build --release -q -p router --bin pg-router)
-  PG_ROUTER_BIN=$ROOT/target/release/pg-router
-fi
+bench_prepare
 
 WORK=$(mktemp -d /tmp/pg-router-shards.XXXXXX)
 make_dir "$WORK"
@@ -53,8 +49,7 @@ trap cleanup EXIT
 PORTS=()
 for i in 0 1 2 3 4; do
   PORTS[i]=$(free_port)
-  start_shard "$WORK/pg$i" "${PORTS[i]}" bench bench-pw
-  as_pg psql -X -q -h "$WORK/pg$i" -p "${PORTS[i]}" -U bench -d postgres -c "CREATE DATABASE bench" >/dev/null
+  bench_server "$WORK/pg$i" "${PORTS[i]}"
 done
 
 # Both routers get the same total number of backend connections ($POOL): on a small machine
