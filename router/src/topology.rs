@@ -6,6 +6,7 @@
 //! is swapped in whole ([`TopologyHandle::set`]).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use planner::{KeyExpr, KeyVindex, PlanError, Planner, PlannerOptions, Target};
@@ -271,11 +272,13 @@ fn routing_error(e: vindex::Error) -> ClientError {
 /// Where sessions get the current topology.
 pub struct TopologyHandle {
     current: RwLock<Arc<Topology>>,
+    /// Bumped by every `set`, so a session can see there is nothing new with one load.
+    version: AtomicU64,
 }
 
 impl TopologyHandle {
     pub fn new(t: Topology) -> Self {
-        Self { current: RwLock::new(Arc::new(t)) }
+        Self { current: RwLock::new(Arc::new(t)), version: AtomicU64::new(0) }
     }
 
     pub fn get(&self) -> Arc<Topology> {
@@ -285,6 +288,16 @@ impl TopologyHandle {
         }
     }
 
+    /// The current topology if it changed since version `seen`, which is then updated.
+    pub fn newer(&self, seen: &mut u64) -> Option<Arc<Topology>> {
+        let version = self.version.load(Ordering::Acquire);
+        if version == *seen {
+            return None;
+        }
+        *seen = version;
+        Some(self.get())
+    }
+
     /// Swaps in a new version; statements already running keep theirs.
     pub fn set(&self, t: Topology) {
         let mut g = match self.current.write() {
@@ -292,5 +305,7 @@ impl TopologyHandle {
             Err(p) => p.into_inner(),
         };
         *g = Arc::new(t);
+        // Under the write lock: whoever sees the new version reads the new topology.
+        self.version.fetch_add(1, Ordering::Release);
     }
 }

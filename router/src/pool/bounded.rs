@@ -107,6 +107,13 @@ impl<M: Manage> Pool<M> {
     /// Checks out a connection, waiting at most `wait` for one to become available (opening
     /// or recycling one is bounded by the manager's own timeouts).
     pub async fn get(&self, wait: Duration) -> Result<Pooled<M>, PoolError<M::Error>> {
+        self.get_at(wait, Instant::now()).await
+    }
+
+    /// [`Pool::get`], where the caller read the clock already (`now`): an idle connection
+    /// ready at once is checked against its limits as of `now`.
+    pub async fn get_at(&self, wait: Duration, now: Instant) -> Result<Pooled<M>, PoolError<M::Error>> {
+        let mut now = Some(now);
         let mut deadline: Option<Instant> = None;
         loop {
             let step = {
@@ -134,7 +141,8 @@ impl<M: Manage> Pool<M> {
                 Step::Reuse(idle) => (idle.conn, Slot { pool: Some(self.inner.clone()) }, Some(idle.since)),
                 Step::Open(slot) => return self.open(slot).await,
                 Step::Wait(rx) => {
-                    let at = *deadline.get_or_insert_with(|| Instant::now() + wait);
+                    let start = now.take().unwrap_or_else(Instant::now);
+                    let at = *deadline.get_or_insert(start + wait);
                     match tokio::time::timeout_at(at.into(), rx).await {
                         Err(_) => return Err(PoolError::Timeout),
                         // The grant was dropped unsent; look again.
@@ -147,7 +155,8 @@ impl<M: Manage> Pool<M> {
                     }
                 }
             };
-            let now = Instant::now();
+            // After a wait or a failed recycle, `now` has passed.
+            let now = now.take().unwrap_or_else(Instant::now);
             let idle_for = idle_since.map_or(Duration::ZERO, |since| now.saturating_duration_since(since));
             if self.inner.manager.recycle(&mut conn, idle_for, now).await {
                 return Ok(slot.fill(conn));
@@ -232,8 +241,9 @@ impl<M: Manage> Inner<M> {
         None
     }
 
-    /// A checked-out connection comes back: to the first waiter, or to the idle list.
-    fn put_back(self: &Arc<Self>, conn: M::Conn) {
+    /// A checked-out connection comes back (at `now`): to the first waiter, or to the idle
+    /// list.
+    fn put_back(self: &Arc<Self>, conn: M::Conn, now: Option<Instant>) {
         let mut conn = conn;
         loop {
             let waiter = {
@@ -241,7 +251,7 @@ impl<M: Manage> Inner<M> {
                 match Self::next_waiter(&mut st) {
                     Some(w) => w,
                     None => {
-                        st.idle.push(Idle { conn, since: Instant::now() });
+                        st.idle.push(Idle { conn, since: now.unwrap_or_else(Instant::now) });
                         return;
                     }
                 }
@@ -283,7 +293,7 @@ impl<M: Manage> Inner<M> {
                 Err(Grant::Conn(mut back)) => {
                     // Not what was sent; give it back without counting it twice.
                     if let Some(c) = back.conn.take() {
-                        self.put_back(c);
+                        self.put_back(c, None);
                     }
                     return;
                 }
@@ -342,6 +352,14 @@ impl<M: Manage> Pooled<M> {
         Some((conn, Slot { pool: Some(self.pool.clone()) }))
     }
 
+    /// Returns the connection to the pool, as dropping the guard does, where the caller read
+    /// the clock already (`now`).
+    pub fn release_at(mut this: Self, now: Instant) {
+        if let Some(conn) = this.conn.take() {
+            this.pool.put_back(conn, Some(now));
+        }
+    }
+
     /// Removes the connection from the pool for good, freeing its slot.
     pub fn take(mut this: Self) -> M::Conn {
         let conn = this.conn.take();
@@ -376,7 +394,7 @@ impl<M: Manage> DerefMut for Pooled<M> {
 impl<M: Manage> Drop for Pooled<M> {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            self.pool.put_back(conn);
+            self.pool.put_back(conn, None);
         }
     }
 }

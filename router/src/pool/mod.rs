@@ -209,8 +209,9 @@ impl Pools {
     }
 
     /// Checks out a connection, mapping pool errors to ones a client can be shown.
-    pub async fn checkout(&self, pool: &Pool, key: &PoolKey) -> Result<Pooled, CheckoutError> {
-        let mut get = std::pin::pin!(pool.get(self.config.checkout_timeout));
+    /// Checks a connection out of `pool`; `now` is the caller's reading of the clock.
+    pub async fn checkout(&self, pool: &Pool, key: &PoolKey, now: Instant) -> Result<Pooled, CheckoutError> {
+        let mut get = std::pin::pin!(pool.get_at(self.config.checkout_timeout, now));
         // The common case, an idle connection, is ready at once and costs no clock read: it
         // waited zero seconds. Anything slower is timed from here.
         let first = std::future::poll_fn(|cx| std::task::Poll::Ready(get.as_mut().poll(cx))).await;

@@ -102,11 +102,17 @@ impl<'a> Reader<'a> {
     }
 
     pub fn cstr(&mut self, what: &'static str) -> Result<&'a str, DecodeError> {
+        let bytes = self.cstr_bytes(what)?;
+        std::str::from_utf8(bytes).map_err(|_| malformed(what))
+    }
+
+    /// A NUL-terminated string's bytes, without the UTF-8 check.
+    pub fn cstr_bytes(&mut self, what: &'static str) -> Result<&'a [u8], DecodeError> {
         let rest = self.remaining();
         // `CStr` finds the terminator a word at a time; query texts are long enough to care.
         let text = std::ffi::CStr::from_bytes_until_nul(rest).map_err(|_| malformed(what))?;
         self.pos += text.count_bytes() + 1;
-        text.to_str().map_err(|_| malformed(what))
+        Ok(text.to_bytes())
     }
 
     pub fn bytes(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
@@ -142,7 +148,9 @@ pub fn query_text(frame: &Frame) -> Result<&str, DecodeError> {
 #[derive(Debug)]
 pub struct Parse<'a> {
     pub name: &'a str,
-    pub query: &'a str,
+    /// The query text, not yet checked to be UTF-8 ([`Parse::text`]): a text the session saw
+    /// before is recognised by its bytes.
+    pub query: &'a [u8],
     /// `count:i16 | oid:i32 * count`, kept raw so the message can be rebuilt under another name.
     pub param_types: &'a [u8],
 }
@@ -151,7 +159,7 @@ impl<'a> Parse<'a> {
     pub fn decode(frame: &'a Frame) -> Result<Self, DecodeError> {
         let mut r = Reader::new(frame.body());
         let name = r.cstr("Parse")?;
-        let query = r.cstr("Parse")?;
+        let query = r.cstr_bytes("Parse")?;
         let param_types = r.remaining();
         let mut p = Reader::new(param_types);
         let n = p.i16("Parse")?;
@@ -159,6 +167,11 @@ impl<'a> Parse<'a> {
             return Err(malformed("Parse"));
         }
         Ok(Self { name, query, param_types })
+    }
+
+    /// The query text as UTF-8.
+    pub fn text(&self) -> Result<&'a str, DecodeError> {
+        std::str::from_utf8(self.query).map_err(|_| malformed("Parse"))
     }
 }
 
@@ -400,9 +413,12 @@ mod tests {
         encode_parse(&mut out, "s1", "select $1", &[0, 1, 0, 0, 0, 23]);
         let f = Frame { tag: b'P', bytes: out.freeze() };
         let p = Parse::decode(&f).unwrap();
-        assert_eq!((p.name, p.query, p.param_types), ("s1", "select $1", &[0, 1, 0, 0, 0, 23][..]));
+        assert_eq!((p.name, p.text().unwrap(), p.param_types), ("s1", "select $1", &[0, 1, 0, 0, 0, 23][..]));
         let bad = frame(b'P', b"s1\0select\0\0\x02\0\0\0\x17");
         assert!(Parse::decode(&bad).is_err());
+        // The text's UTF-8 check is the caller's, through `text`.
+        let latin1 = frame(b'P', b"\0select '\xe9'\0\0\0");
+        assert!(Parse::decode(&latin1).unwrap().text().is_err());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use planner::{Action, InsertSplit, Scatter, TxControl};
 use super::classify::classify;
 use super::simple::plan_error;
 use super::statements::StatementDef;
-use super::{unsupported_error, Deferred, End, Session, Stop, Unnamed};
+use super::{unsupported_error, Deferred, End, Session, Stop, Unnamed, UnnamedText};
 use crate::error::{sqlstate, ClientError};
 use crate::exec::chunks::{Capture, Chunks};
 use crate::exec::insert::Reorder;
@@ -132,17 +132,15 @@ impl Session {
         let parse = Parse::decode(&frame).map_err(decode_error)?;
         self.refresh_topology();
         let named = !parse.name.is_empty();
-        let def = named.then(|| self.shared.statements.intern(parse.query, parse.param_types));
-        // Drivers send the same unnamed statement again and again: keep what was learned of it.
-        let same_unnamed = !named
-            && self
-                .unnamed
-                .as_ref()
-                .is_some_and(|u| *u.query == *parse.query && u.param_types.as_ref() == parse.param_types);
-        let (kind, effects) = match (&def, &self.unnamed) {
-            (Some(d), _) => (d.kind, d.effects.clone()),
-            (None, Some(u)) if same_unnamed => (u.kind, u.effects.clone()),
-            (None, _) => classify(parse.query),
+        let statement = if named {
+            let query = parse.text().map_err(decode_error)?;
+            Ok(self.shared.statements.intern(query, parse.param_types))
+        } else {
+            Err(self.unnamed_text(&parse)?)
+        };
+        let (kind, effects) = match &statement {
+            Ok(def) => (def.kind, def.effects.clone()),
+            Err(text) => (text.kind, text.effects.clone()),
         };
         if !named {
             self.unnamed_kind = kind;
@@ -151,24 +149,14 @@ impl Session {
             self.refuse(unsupported_error(reason), true);
             return Ok(());
         }
-        match def {
-            None => {
-                match self.unnamed.as_mut() {
-                    // This Parse replaces the statement wherever it goes next.
-                    Some(u) if same_unnamed => u.parsed_on = None,
-                    _ => {
-                        self.unnamed = Some(Unnamed {
-                            query: Arc::from(parse.query),
-                            param_types: Bytes::copy_from_slice(parse.param_types),
-                            parsed_on: None,
-                            kind,
-                            effects: effects.clone(),
-                        })
-                    }
-                }
+        // `Ok`: a named statement; `Err`: the unnamed one.
+        match statement {
+            Err(text) => {
+                // This Parse replaces the statement wherever it goes next.
+                self.unnamed = Some(Unnamed { text, parsed_on: None });
                 self.deferred.push(Deferred::Raw(frame.clone()));
             }
-            Some(def) => {
+            Ok(def) => {
                 let name = parse.name.to_owned();
                 if self.transaction_mode() && self.statements.contains_key(&name) {
                     let e = ClientError::new(
@@ -193,11 +181,33 @@ impl Session {
         Ok(())
     }
 
+    /// The text of an unnamed Parse: one of the session's recent texts, or classified now.
+    fn unnamed_text(&mut self, parse: &Parse<'_>) -> Result<Arc<UnnamedText>, End> {
+        if let Some(u) = &self.unnamed {
+            if u.text.is(parse.query, parse.param_types) {
+                return Ok(u.text.clone());
+            }
+        }
+        if let Some(t) = self.recent_texts.find(parse.query, parse.param_types) {
+            return Ok(t.clone());
+        }
+        let query = parse.text().map_err(decode_error)?;
+        let (kind, effects) = classify(query);
+        let text = Arc::new(UnnamedText {
+            query: Arc::from(query),
+            param_types: Bytes::copy_from_slice(parse.param_types),
+            kind,
+            effects,
+        });
+        self.recent_texts.remember(&text);
+        Ok(text)
+    }
+
     /// The statement a Bind or Describe names: text, raw parameter types, and its global
     /// definition when it is a named statement.
     fn statement(&self, name: &str) -> Option<(Arc<str>, Bytes, Option<Arc<StatementDef>>)> {
         if name.is_empty() {
-            return self.unnamed.as_ref().map(|u| (u.query.clone(), u.param_types.clone(), None));
+            return self.unnamed.as_ref().map(|u| (u.text.query.clone(), u.text.param_types.clone(), None));
         }
         self.statements.get(name).map(|d| (d.query.clone(), d.param_types.clone(), Some(d.clone())))
     }
@@ -215,7 +225,7 @@ impl Session {
         self.shared.metrics.statement(def.as_ref().map_or(self.unnamed_kind, |d| d.kind));
         if let Some(endpoint) = self.topology.single_endpoint() {
             if !super::simple::is_show_route(&query) {
-                return self.bind_on(endpoint, &frame, def).await;
+                return self.bind_on(endpoint, &frame, &bind, def).await;
             }
         }
         let plan = match self.topology.planner.plan(&query) {
@@ -245,9 +255,9 @@ impl Session {
                     match (&endpoints[..], &route.scatter) {
                         ([], _) => {
                             let endpoint = self.fallback_endpoint(&route.target);
-                            return self.bind_on(endpoint, &frame, def).await;
+                            return self.bind_on(endpoint, &frame, &bind, def).await;
                         }
-                        ([endpoint], _) => return self.bind_on(*endpoint, &frame, def).await,
+                        ([endpoint], _) => return self.bind_on(*endpoint, &frame, &bind, def).await,
                         (_, Some(scatter)) => PortalKind::Scatter { endpoints, scatter: scatter.clone() },
                         (_, None) => {
                             return self.refuse_bind(unsupported_error(
@@ -268,14 +278,14 @@ impl Session {
                     match self.split_rows(ins, &keys, Some(&bound)) {
                         Err(e) => return self.refuse_bind(e),
                         Ok(groups) if groups.len() == 1 && ids.is_none() => {
-                            return self.bind_on(groups[0].0, &frame, def).await
+                            return self.bind_on(groups[0].0, &frame, &bind, def).await
                         }
                         Ok(groups) => PortalKind::Insert { groups, split: ins.clone(), ids },
                     }
                 }
                 Action::Broadcast(b) => match self.broadcast_endpoints(&b.keyspaces) {
                     Err(e) => return self.refuse_bind(e),
-                    Ok(e) if e.len() == 1 => return self.bind_on(e[0], &frame, def).await,
+                    Ok(e) if e.len() == 1 => return self.bind_on(e[0], &frame, &bind, def).await,
                     Ok(endpoints) => PortalKind::Broadcast { endpoints },
                 },
                 Action::ShowRoute(inner) => PortalKind::ShowRoute(inner.explain()),
@@ -303,7 +313,7 @@ impl Session {
                         }
                     }
                     let endpoint = self.preferred();
-                    return self.bind_on(endpoint, &frame, def).await;
+                    return self.bind_on(endpoint, &frame, &bind, def).await;
                 }
                 Action::Transaction(tc @ (TxControl::Commit | TxControl::Rollback))
                     if self.backend.is_none()
@@ -321,11 +331,11 @@ impl Session {
                         self.begin = Some(query.to_string());
                     }
                     let endpoint = self.preferred();
-                    return self.bind_on(endpoint, &frame, def).await;
+                    return self.bind_on(endpoint, &frame, &bind, def).await;
                 }
                 _ => {
                     let endpoint = self.preferred();
-                    return self.bind_on(endpoint, &frame, def).await;
+                    return self.bind_on(endpoint, &frame, &bind, def).await;
                 }
             };
         if matches!(kind, PortalKind::Complete(_)) {
@@ -344,22 +354,21 @@ impl Session {
     }
 
     /// Forwards a Bind to one shard, preparing its statement there first if needed.
+    /// Sends the client's Bind (`frame`, decoded as `bind`) to `endpoint`.
     async fn bind_on(
         &mut self,
         endpoint: Endpoint,
         frame: &Frame,
+        bind: &Bind<'_>,
         def: Option<Arc<StatementDef>>,
     ) -> Result<(), End> {
         if !self.enter(endpoint, true).await? {
             return Ok(());
         }
-        if let Ok(bind) = Bind::decode(frame) {
-            self.portal_shards.insert(bind.portal, endpoint);
-        }
+        self.portal_shards.insert(bind.portal, endpoint);
         match def {
             Some(def) if self.transaction_mode() => {
                 self.ensure_prepared(&def);
-                let bind = Bind::decode(frame).map_err(decode_error)?;
                 let renamed = bind.with_statement(&def.name);
                 self.send(&renamed, Some(Expect::Bind));
             }
@@ -394,7 +403,7 @@ impl Session {
         }
         u.parsed_on = Some(here);
         let mut out = BytesMut::new();
-        frontend::encode_parse(&mut out, "", &u.query, &u.param_types);
+        frontend::encode_parse(&mut out, "", &u.text.query, &u.text.param_types);
         self.send(&out, Some(Expect::Parse { def: None, client_name: None, hide: true }));
     }
 
@@ -519,6 +528,32 @@ impl Session {
 
     /// Sends a Describe or Execute of a portal to the shard it was bound on (if the router
     /// knows it).
+    /// A Describe or Execute of a portal bound on the active backend, with nothing waiting
+    /// to be sent before it: forwarded as is. This is most of the extended-protocol traffic,
+    /// and it needs none of the checks of the general path. Returns false when the frame must
+    /// take the general path.
+    pub(super) fn forward_to_active(&mut self, frame: &Frame) -> Result<bool, End> {
+        if self.backend.is_none() || self.client_skip || !self.deferred.is_empty() {
+            return Ok(false);
+        }
+        let (portal, expect) = match frame.tag {
+            tag::EXECUTE => (frontend::execute_max_rows(frame).map_err(decode_error)?.0, Expect::Execute),
+            tag::DESCRIBE => match DescribeOrClose::decode(frame).map_err(decode_error)? {
+                d if d.target == Target::Portal => (d.name, Expect::Describe),
+                _ => return Ok(false),
+            },
+            _ => return Ok(false),
+        };
+        if !self.portals.is_empty() && self.portals.contains_key(portal) {
+            return Ok(false);
+        }
+        if self.portal_shards.get(portal).is_some_and(|e| e != self.endpoint) {
+            return Ok(false);
+        }
+        self.send(&frame.bytes, Some(expect));
+        Ok(true)
+    }
+
     async fn forward_portal(
         &mut self,
         bound_on: Option<Endpoint>,

@@ -195,7 +195,7 @@ async fn greet(
     };
     let mut held = None;
     if shared.config.pool_mode == PoolMode::Session || Pools::server_params(&pool).is_none() {
-        let conn = shared.pools.checkout(&pool, &key).await.map_err(checkout_error)?;
+        let conn = shared.pools.checkout(&pool, &key, Instant::now()).await.map_err(checkout_error)?;
         if shared.config.pool_mode == PoolMode::Session {
             held = Some(conn);
         }
@@ -234,12 +234,50 @@ fn backend_error(e: BackendError) -> ClientError {
 
 /// The unnamed prepared statement, kept so it can be parsed again on another shard.
 struct Unnamed {
-    query: Arc<str>,
-    param_types: Bytes,
+    text: Arc<UnnamedText>,
     /// (endpoint, backend pid) it is currently parsed on.
     parsed_on: Option<(Endpoint, i32)>,
+}
+
+/// One unnamed-statement text and what the router learned of it.
+struct UnnamedText {
+    query: Arc<str>,
+    param_types: Bytes,
     kind: StatementKind,
     effects: Vec<SessionEffect>,
+}
+
+impl UnnamedText {
+    fn is(&self, query: &[u8], param_types: &[u8]) -> bool {
+        self.query.len() == query.len() && self.query.as_bytes() == query && *self.param_types == *param_types
+    }
+}
+
+/// The last few unnamed-statement texts of a session. Drivers cycle through a handful of
+/// statements (pgbench's tpcb-like script has seven), sending each as a new unnamed Parse: a
+/// text seen before is recognised by its bytes, without another UTF-8 check, classification
+/// or copy. Long texts are not kept, so a session holds at most
+/// `RECENT_TEXTS * RECENT_TEXT_MAX` bytes here.
+#[derive(Default)]
+struct RecentTexts(std::collections::VecDeque<Arc<UnnamedText>>);
+
+const RECENT_TEXTS: usize = 8;
+const RECENT_TEXT_MAX: usize = 4096;
+
+impl RecentTexts {
+    fn find(&self, query: &[u8], param_types: &[u8]) -> Option<&Arc<UnnamedText>> {
+        self.0.iter().find(|t| t.is(query, param_types))
+    }
+
+    fn remember(&mut self, text: &Arc<UnnamedText>) {
+        if text.query.len() > RECENT_TEXT_MAX {
+            return;
+        }
+        if self.0.len() == RECENT_TEXTS {
+            self.0.pop_back();
+        }
+        self.0.push_front(text.clone());
+    }
 }
 
 /// A Parse whose shard is not known yet: it is sent with the batch's first routed message.
@@ -268,6 +306,8 @@ struct Session {
     backend_password: Option<String>,
     /// The topology snapshot; refreshed only between transactions.
     topology: Arc<Topology>,
+    /// The version of `topology` in `Shared::topology`.
+    topology_version: u64,
     mode: PoolMode,
     max_message: usize,
     pending: Pending,
@@ -285,6 +325,7 @@ struct Session {
     /// The client's named prepared statements.
     statements: HashMap<String, Arc<StatementDef>>,
     unnamed: Option<Unnamed>,
+    recent_texts: RecentTexts,
     deferred: Vec<Deferred>,
     /// Portals the router runs itself (cross-shard statements), by portal name.
     portals: HashMap<String, extended::RouterPortal>,
@@ -331,7 +372,9 @@ impl Session {
         let (login, pool, key, held) = greeting;
         let mode = shared.config.pool_mode;
         let max_message = shared.config.max_message_bytes;
-        let topology = shared.topology.get();
+        // No version is `u64::MAX`: this reads the current topology and its version.
+        let mut topology_version = u64::MAX;
+        let topology = shared.topology.newer(&mut topology_version).unwrap_or_else(|| shared.topology.get());
         let backend_password = shared.config.users.get(&login.user).and_then(|u| u.backend_password.clone());
         let mut pools = vec![None; shared.pools.len().max(key.shard + 1)];
         let endpoint = key.shard;
@@ -349,6 +392,7 @@ impl Session {
             pools,
             backend_password,
             topology,
+            topology_version,
             mode,
             max_message,
             pending: Pending::default(),
@@ -359,6 +403,7 @@ impl Session {
             client_skip: false,
             statements: HashMap::new(),
             unnamed: None,
+            recent_texts: RecentTexts::default(),
             deferred: Vec::new(),
             portals: HashMap::new(),
             portal_shards: extended::PortalShards::default(),
@@ -388,8 +433,7 @@ impl Session {
     /// Takes the current topology when no transaction pins the old one.
     fn refresh_topology(&mut self) {
         if self.backend.is_none() && self.others.is_empty() && self.tx == TxStatus::Idle {
-            let current = self.shared.topology.get();
-            if !Arc::ptr_eq(&current, &self.topology) {
+            if let Some(current) = self.shared.topology.newer(&mut self.topology_version) {
                 self.topology = current;
             }
         }
@@ -539,6 +583,9 @@ impl Session {
     }
 
     async fn on_client_frame(&mut self, frame: Frame) -> Result<(), End> {
+        if matches!(frame.tag, tag::DESCRIBE | tag::EXECUTE) && self.forward_to_active(&frame)? {
+            return Ok(());
+        }
         match frame.tag {
             tag::QUERY => self.on_query(frame).await,
             tag::PARSE => self.on_parse(frame).await,
@@ -760,11 +807,13 @@ impl Session {
             return Ok(());
         }
         if self.pending.is_empty() {
-            if let Some(start) = self.round_started.take() {
-                self.shared.metrics.query_seconds.record(start.elapsed().as_secs_f64());
-            }
+            let now = self.round_started.take().map(|start| {
+                let now = Instant::now();
+                self.shared.metrics.query_seconds.record(now.saturating_duration_since(start).as_secs_f64());
+                now
+            });
             if self.transaction_mode() && self.between_transactions() {
-                self.release_all();
+                self.release_all(now);
             }
         }
         Ok(())
@@ -828,6 +877,38 @@ fn settings_sql(from: &BTreeMap<String, String>, to: &BTreeMap<String, String>) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn text(query: &str, param_types: &'static [u8]) -> Arc<UnnamedText> {
+        let (kind, effects) = classify::classify(query);
+        Arc::new(UnnamedText {
+            query: query.into(),
+            param_types: Bytes::from_static(param_types),
+            kind,
+            effects,
+        })
+    }
+
+    #[test]
+    fn recent_texts_are_found_by_text_and_parameter_types_and_stay_bounded() {
+        let mut recent = RecentTexts::default();
+        recent.remember(&text("select $1", &[0, 1, 0, 0, 0, 23]));
+        assert!(recent.find(b"select $1", &[0, 1, 0, 0, 0, 23]).is_some());
+        // Same text, other parameter types: another statement.
+        assert!(recent.find(b"select $1", &[0, 1, 0, 0, 0, 25]).is_none());
+        assert!(recent.find(b"select $2", &[0, 1, 0, 0, 0, 23]).is_none());
+        // The oldest text leaves when the list is full.
+        for i in 0..RECENT_TEXTS {
+            recent.remember(&text(&format!("select {i}"), &[0, 0]));
+        }
+        assert!(recent.find(b"select $1", &[0, 1, 0, 0, 0, 23]).is_none());
+        assert!(recent.find(b"select 0", &[0, 0]).is_some());
+        assert_eq!(recent.0.len(), RECENT_TEXTS);
+        // A long text is not kept.
+        let long = format!("select '{}'", "x".repeat(RECENT_TEXT_MAX));
+        recent.remember(&text(&long, &[0, 0]));
+        assert!(recent.find(long.as_bytes(), &[0, 0]).is_none());
+        assert!(recent.find(b"select 0", &[0, 0]).is_some());
+    }
 
     #[test]
     fn settings_diff() {

@@ -9,6 +9,8 @@
 //! client's own COMMIT goes to the active one (one shard after the other: atomic commit across
 //! shards is the transaction coordinator's job, see the README).
 
+use std::time::Instant;
+
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 
@@ -56,7 +58,12 @@ impl Session {
                 (pool, key)
             }
         };
-        let mut conn = self.shared.pools.checkout(&pool, &key).await.map_err(checkout_error)?;
+        // One clock reading serves the pool and, when this starts a round trip, its latency.
+        let now = Instant::now();
+        if self.pending.is_empty() && self.round_started.is_none() {
+            self.round_started = Some(now);
+        }
+        let mut conn = self.shared.pools.checkout(&pool, &key, now).await.map_err(checkout_error)?;
         self.shared.metrics.transactions.increment(1);
         if conn.settings != self.settings {
             let sql = settings_sql(&conn.settings, &self.settings);
@@ -372,15 +379,19 @@ impl Session {
         }
     }
 
-    /// Hands every backend back to its pool (transaction pooling, between transactions).
-    pub(super) fn release_all(&mut self) {
+    /// Hands every backend back to its pool (transaction pooling, between transactions);
+    /// `now` is the caller's reading of the clock, if it has one.
+    pub(super) fn release_all(&mut self, now: Option<Instant>) {
         if let Some(u) = self.unnamed.as_mut() {
             // The next backend (maybe the same connection, after another client) may hold
             // another unnamed statement.
             u.parsed_on = None;
         }
-        self.backend = None;
-        self.others.clear();
+        let held = self.backend.take().into_iter().chain(self.others.drain(..).map(|(_, b)| b));
+        match now {
+            Some(now) => held.for_each(|b| Pooled::release_at(b, now)),
+            None => held.for_each(drop),
+        }
         self.portal_shards.clear();
         self.set_cancel_target();
     }
