@@ -50,6 +50,7 @@ pub fn shared(config: Config) -> anyhow::Result<Arc<Shared>> {
         tls,
         metrics: Metrics::new(),
         topology: TopologyHandle::new(topology),
+        last_login_settings: Default::default(),
     }))
 }
 

@@ -72,6 +72,40 @@ pub struct ConnectParams {
     pub connect_timeout: Duration,
 }
 
+/// Session settings made with SET, as SQL literals keyed by lower-case name. Shared copy on
+/// write: sessions that logged in with the same settings hold one map, and so do the
+/// connections they used, so the check at every checkout (are this connection's settings the
+/// session's?) is usually a pointer comparison.
+#[derive(Clone, Debug, Default)]
+pub struct Settings(Arc<BTreeMap<String, String>>);
+
+impl Settings {
+    pub fn new(map: BTreeMap<String, String>) -> Self {
+        Self(Arc::new(map))
+    }
+
+    /// The map, to change (copied first if shared).
+    pub fn make_mut(&mut self) -> &mut BTreeMap<String, String> {
+        Arc::make_mut(&mut self.0)
+    }
+}
+
+impl std::ops::Deref for Settings {
+    type Target = BTreeMap<String, String>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl PartialEq for Settings {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || *self.0 == *other.0
+    }
+}
+
+impl Eq for Settings {}
+
 /// A live, authenticated backend connection.
 pub struct BackendConn {
     pub stream: Stream,
@@ -81,7 +115,7 @@ pub struct BackendConn {
     /// ParameterStatus values the shard reported at startup (server_version, ...).
     pub server_params: Vec<(String, String)>,
     /// Session settings applied with SET on this connection, beyond the startup defaults.
-    pub settings: BTreeMap<String, String>,
+    pub settings: Settings,
     /// Router-global prepared statement ids already prepared on this connection.
     pub prepared: HashSet<u64>,
     pub created: Instant,
@@ -141,7 +175,7 @@ impl BackendConn {
             rbuf: BytesMut::with_capacity(16 * 1024),
             cancel: CancelTarget { addr, pid: 0, secret: 0 },
             server_params: Vec::new(),
-            settings: BTreeMap::new(),
+            settings: Settings::default(),
             prepared: HashSet::new(),
             created: Instant::now(),
             needs_reset: false,

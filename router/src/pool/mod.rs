@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use bounded::{Manage, PoolError};
 
-pub use conn::{BackendConn, BackendError, CancelTarget, ConnectParams};
+pub use conn::{BackendConn, BackendError, CancelTarget, ConnectParams, Settings};
 
 use crate::config::{PoolConfig, ShardConfig};
 
@@ -68,7 +68,7 @@ impl Manage for Manager {
             Ok(Ok(())) => {
                 if conn.needs_reset {
                     conn.prepared.clear();
-                    conn.settings.clear();
+                    conn.settings = Settings::default();
                     conn.needs_reset = false;
                 }
                 true

@@ -35,7 +35,7 @@ use crate::cancel::{CancelRegistry, CancelSlot};
 use crate::config::{Config, PoolMode};
 use crate::error::{sqlstate, ClientError};
 use crate::metrics::Metrics;
-use crate::pool::{BackendError, CheckoutError, Pool, PoolKey, Pooled, Pools};
+use crate::pool::{BackendError, CheckoutError, Pool, PoolKey, Pooled, Pools, Settings};
 use crate::protocol::backend::{self, tag as btag, TxStatus};
 use crate::protocol::frame::{self, peek_header, PG_MAX_MESSAGE_LEN};
 use crate::protocol::frontend::{self, tag};
@@ -56,6 +56,19 @@ pub struct Shared {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub metrics: Metrics,
     pub topology: TopologyHandle,
+    /// The settings the last client logged in with: a client with the same ones shares them
+    /// (see [`Settings`]).
+    pub last_login_settings: std::sync::Mutex<Settings>,
+}
+
+impl Shared {
+    fn login_settings(&self, map: BTreeMap<String, String>) -> Settings {
+        let Ok(mut last) = self.last_login_settings.lock() else { return Settings::new(map) };
+        if **last != map {
+            *last = Settings::new(map);
+        }
+        last.clone()
+    }
 }
 
 /// How the server tells sessions it is stopping: `raised` is set before the broadcast is sent,
@@ -333,7 +346,7 @@ struct Session {
     /// portal stays open on one of them).
     portal_shards: extended::PortalShards,
     /// Session settings to replay, as SQL text keyed by lower-case name.
-    settings: BTreeMap<String, String>,
+    settings: Settings,
     unnamed_kind: StatementKind,
     cancel: CancelSlot,
     round_started: Option<Instant>,
@@ -372,6 +385,7 @@ impl Session {
         let (login, pool, key, held) = greeting;
         let mode = shared.config.pool_mode;
         let max_message = shared.config.max_message_bytes;
+        let settings = shared.login_settings(login.settings);
         // No version is `u64::MAX`: this reads the current topology and its version.
         let mut topology_version = u64::MAX;
         let topology = shared.topology.newer(&mut topology_version).unwrap_or_else(|| shared.topology.get());
@@ -407,7 +421,7 @@ impl Session {
             deferred: Vec::new(),
             portals: HashMap::new(),
             portal_shards: extended::PortalShards::default(),
-            settings: login.settings,
+            settings,
             unnamed_kind: StatementKind::Other,
             cancel,
             round_started: None,
@@ -703,23 +717,23 @@ impl Session {
         for e in effects {
             match e {
                 SessionEffect::Set { name, value } => {
-                    b.settings.insert(name.clone(), value.clone());
-                    self.settings.insert(name.clone(), value.clone());
+                    b.settings.make_mut().insert(name.clone(), value.clone());
+                    self.settings.make_mut().insert(name.clone(), value.clone());
                 }
                 SessionEffect::Reset { name } => {
-                    b.settings.remove(name);
-                    self.settings.remove(name);
+                    b.settings.make_mut().remove(name);
+                    self.settings.make_mut().remove(name);
                 }
                 SessionEffect::ResetAll => {
-                    b.settings.clear();
-                    self.settings.clear();
+                    b.settings = Settings::default();
+                    self.settings = Settings::default();
                 }
                 SessionEffect::Discard { settings } => {
                     self.statements.clear();
                     b.prepared.clear();
                     if *settings {
-                        b.settings.clear();
-                        self.settings.clear();
+                        b.settings = Settings::default();
+                        self.settings = Settings::default();
                     }
                     b.needs_reset = true;
                 }
@@ -908,6 +922,19 @@ mod tests {
         recent.remember(&text(&long, &[0, 0]));
         assert!(recent.find(long.as_bytes(), &[0, 0]).is_none());
         assert!(recent.find(b"select 0", &[0, 0]).is_some());
+    }
+
+    #[test]
+    fn settings_are_shared_until_changed() {
+        let map: BTreeMap<_, _> = [("application_name".to_string(), "'a'".to_string())].into();
+        let a = Settings::new(map.clone());
+        let mut b = a.clone();
+        assert_eq!(a, b);
+        assert_eq!(a, Settings::new(map), "equal maps are equal settings");
+        b.make_mut().insert("search_path".into(), "'s'".into());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 1, "the shared map was copied, not changed");
+        assert_eq!(settings_sql(&a, &b), "SET \"search_path\" = 's';");
     }
 
     #[test]

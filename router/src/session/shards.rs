@@ -18,7 +18,7 @@ use super::{backend_error, checkout_error, settings_sql, Deferred, End, Session,
 use crate::config::PoolMode;
 use crate::error::{sqlstate, ClientError};
 use crate::exec::{Leg, Outcome};
-use crate::pool::{BackendConn, PoolKey, Pooled};
+use crate::pool::{BackendConn, PoolKey, Pooled, Settings};
 use crate::protocol::backend::{self, TxStatus};
 use crate::protocol::frontend;
 use crate::session::pending::Expect;
@@ -36,34 +36,18 @@ impl Session {
 
     /// Checks out a backend of `endpoint` with the client's session settings applied.
     pub(super) async fn checkout(&mut self, endpoint: Endpoint) -> Result<Pooled, ClientError> {
-        let (pool, key) = match self.pools.get(endpoint).cloned().flatten() {
-            Some(p) => p,
-            None => {
-                let first = self.pools.iter().flatten().next().map(|(_, k)| k.clone());
-                let Some(template) = first else {
-                    return Err(ClientError::new("routing", sqlstate::INTERNAL_ERROR, "pg-router: no pool"));
-                };
-                let key = PoolKey { shard: endpoint, ..template };
-                let Some(pool) = self.shared.pools.pool(&key, self.backend_password.as_deref()) else {
-                    return Err(ClientError::new(
-                        "routing",
-                        sqlstate::INTERNAL_ERROR,
-                        format!("pg-router: shard endpoint {endpoint} does not exist"),
-                    ));
-                };
-                if self.pools.len() <= endpoint {
-                    self.pools.resize(endpoint + 1, None);
-                }
-                self.pools[endpoint] = Some((pool.clone(), key.clone()));
-                (pool, key)
-            }
+        if self.pools.get(endpoint).is_none_or(Option::is_none) {
+            self.add_pool(endpoint)?;
+        }
+        let Some(Some((pool, key))) = self.pools.get(endpoint) else {
+            return Err(ClientError::new("routing", sqlstate::INTERNAL_ERROR, "pg-router: no pool"));
         };
         // One clock reading serves the pool and, when this starts a round trip, its latency.
         let now = Instant::now();
         if self.pending.is_empty() && self.round_started.is_none() {
             self.round_started = Some(now);
         }
-        let mut conn = self.shared.pools.checkout(&pool, &key, now).await.map_err(checkout_error)?;
+        let mut conn = self.shared.pools.checkout(pool, key, now).await.map_err(checkout_error)?;
         self.shared.metrics.transactions.increment(1);
         if conn.settings != self.settings {
             let sql = settings_sql(&conn.settings, &self.settings);
@@ -71,7 +55,7 @@ impl Session {
                 // The client's setting is invalid on the shard (or the shard failed): drop the
                 // connection and forget the settings so the next statement can run.
                 let _ = Pooled::take(conn);
-                self.settings.clear();
+                self.settings = Settings::default();
                 return Err(
                     backend_error(e).with_hint("The session settings were reset to the server defaults.")
                 );
@@ -79,6 +63,27 @@ impl Session {
             conn.settings = self.settings.clone();
         }
         Ok(conn)
+    }
+
+    /// Makes this client's pool for `endpoint` (its database and backend user on that shard).
+    fn add_pool(&mut self, endpoint: Endpoint) -> Result<(), ClientError> {
+        let first = self.pools.iter().flatten().next().map(|(_, k)| k.clone());
+        let Some(template) = first else {
+            return Err(ClientError::new("routing", sqlstate::INTERNAL_ERROR, "pg-router: no pool"));
+        };
+        let key = PoolKey { shard: endpoint, ..template };
+        let Some(pool) = self.shared.pools.pool(&key, self.backend_password.as_deref()) else {
+            return Err(ClientError::new(
+                "routing",
+                sqlstate::INTERNAL_ERROR,
+                format!("pg-router: shard endpoint {endpoint} does not exist"),
+            ));
+        };
+        if self.pools.len() <= endpoint {
+            self.pools.resize(endpoint + 1, None);
+        }
+        self.pools[endpoint] = Some((pool, key));
+        Ok(())
     }
 
     /// Makes `endpoint`'s backend the active one, or reports why not (an error the client
