@@ -123,6 +123,13 @@ impl PortalShards {
     }
 }
 
+/// What a Parse defines.
+enum Parsed {
+    /// A named statement, by its router-global definition.
+    Named(Arc<StatementDef>),
+    Unnamed(Arc<UnnamedText>),
+}
+
 fn decode_error(e: impl std::fmt::Display) -> End {
     End::Fatal(ClientError::protocol(e.to_string()))
 }
@@ -134,13 +141,13 @@ impl Session {
         let named = !parse.name.is_empty();
         let statement = if named {
             let query = parse.text().map_err(decode_error)?;
-            Ok(self.shared.statements.intern(query, parse.param_types))
+            Parsed::Named(self.shared.statements.intern(query, parse.param_types))
         } else {
-            Err(self.unnamed_text(&parse)?)
+            Parsed::Unnamed(self.unnamed_text(&parse)?)
         };
         let (kind, effects) = match &statement {
-            Ok(def) => (def.kind, def.effects.clone()),
-            Err(text) => (text.kind, text.effects.clone()),
+            Parsed::Named(def) => (def.kind, def.effects.clone()),
+            Parsed::Unnamed(text) => (text.kind, text.effects.clone()),
         };
         if !named {
             self.unnamed_kind = kind;
@@ -149,14 +156,13 @@ impl Session {
             self.refuse(unsupported_error(reason), true);
             return Ok(());
         }
-        // `Ok`: a named statement; `Err`: the unnamed one.
         match statement {
-            Err(text) => {
+            Parsed::Unnamed(text) => {
                 // This Parse replaces the statement wherever it goes next.
                 self.unnamed = Some(Unnamed { text, parsed_on: None });
                 self.deferred.push(Deferred::Raw(frame.clone()));
             }
-            Ok(def) => {
+            Parsed::Named(def) => {
                 let name = parse.name.to_owned();
                 if self.transaction_mode() && self.statements.contains_key(&name) {
                     let e = ClientError::new(

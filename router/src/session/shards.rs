@@ -42,12 +42,7 @@ impl Session {
         let Some(Some((pool, key))) = self.pools.get(endpoint) else {
             return Err(ClientError::new("routing", sqlstate::INTERNAL_ERROR, "pg-router: no pool"));
         };
-        // One clock reading serves the pool and, when this starts a round trip, its latency.
-        let now = Instant::now();
-        if self.pending.is_empty() && self.round_started.is_none() {
-            self.round_started = Some(now);
-        }
-        let mut conn = self.shared.pools.checkout(pool, key, now).await.map_err(checkout_error)?;
+        let mut conn = self.shared.pools.checkout(pool, key, Instant::now()).await.map_err(checkout_error)?;
         self.shared.metrics.transactions.increment(1);
         if conn.settings != self.settings {
             let sql = settings_sql(&conn.settings, &self.settings);
