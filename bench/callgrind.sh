@@ -50,24 +50,7 @@ measure() {
 
 for mode in $MODES; do
   port=$(free_port)
-  cat >"$WORK/router.toml" <<CONF
-databases = ["bench"]
-[server]
-listen = "127.0.0.1:$port"
-worker_threads = 1
-[pool]
-max_size = 8
-[[users]]
-name = "bench"
-password = "bench-pw"
-auth = "trust"
-[[shards]]
-name = "s0"
-host = "127.0.0.1"
-port = $PG_PORT
-[control]
-mode = "off"
-CONF
+  { bench_router_config "$port" 8 1 trust; bench_shard s0 "$PG_PORT"; } >"$WORK/router.toml"
   PG_ROUTER_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.%p" \
     "$PG_ROUTER_BIN" serve --config "$WORK/router.toml" >"$WORK/router.log" 2>&1 &
   vp=$!

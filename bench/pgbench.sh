@@ -62,24 +62,7 @@ as_pg sh -c "echo '\"bench\" \"bench-pw\"' > '$WORK/userlist.txt'"
 as_pg pgbouncer "$WORK/pgbouncer.ini" >/dev/null 2>&1 &
 BOUNCER_PID=$!
 
-cat >"$WORK/router.toml" <<CONF
-databases = ["bench"]
-[server]
-listen = "127.0.0.1:$ROUTER_PORT"
-worker_threads = $ROUTER_WORKERS
-[pool]
-max_size = $POOL
-[[users]]
-name = "bench"
-password = "bench-pw"
-[[shards]]
-name = "s0"
-host = "127.0.0.1"
-port = $PG_PORT
-# The data path is what is measured; the embedded control store only serves routing changes.
-[control]
-mode = "off"
-CONF
+{ bench_router_config "$ROUTER_PORT" "$POOL" "$ROUTER_WORKERS"; bench_shard s0 "$PG_PORT"; } >"$WORK/router.toml"
 PG_ROUTER_LOG=warn "$PG_ROUTER_BIN" serve --config "$WORK/router.toml" >"$WORK/router.log" 2>&1 &
 ROUTER_PID=$!
 wait_port "$BOUNCER_PORT"

@@ -54,31 +54,13 @@ done
 
 # Both routers get the same total number of backend connections ($POOL): on a small machine
 # 4 x $POOL PostgreSQL backends would measure CPU contention, not routing.
-common_config() {
-  cat <<CONF
-databases = ["bench"]
-[server]
-listen = "127.0.0.1:$1"
-worker_threads = $ROUTER_WORKERS
-[pool]
-max_size = $2
-[[users]]
-name = "bench"
-password = "bench-pw"
-# The data path is what is measured; the embedded control store only serves routing changes.
-[control]
-mode = "off"
-CONF
-}
-
 PASS_PORT=$(free_port)
-{ common_config "$PASS_PORT" "$POOL"; printf '[[shards]]\nname = "s0"\nhost = "127.0.0.1"\nport = %s\n' "${PORTS[0]}"; } \
-  >"$WORK/pass.toml"
+{ bench_router_config "$PASS_PORT" "$POOL" "$ROUTER_WORKERS"; bench_shard s0 "${PORTS[0]}"; } >"$WORK/pass.toml"
 
 SHARD_PORT=$(free_port)
 {
-  common_config "$SHARD_PORT" "$SHARD_POOL"
-  for i in 1 2 3 4; do printf '[[shards]]\nname = "s%s"\nhost = "127.0.0.1"\nport = %s\n' "$i" "${PORTS[i]}"; done
+  bench_router_config "$SHARD_PORT" "$SHARD_POOL" "$ROUTER_WORKERS"
+  for i in 1 2 3 4; do bench_shard "s$i" "${PORTS[i]}"; done
   cat <<'CONF'
 [routing]
 default_keyspace = "main"
@@ -101,10 +83,8 @@ CONF
 # The same four shards as 4 databases of pg0.
 COLO_PORT=$(free_port)
 {
-  common_config "$COLO_PORT" "$SHARD_POOL"
-  for i in 1 2 3 4; do
-    printf '[[shards]]\nname = "s%s"\nhost = "127.0.0.1"\nport = %s\ndatabase = "bench_s%s"\n' "$i" "${PORTS[0]}" "$i"
-  done
+  bench_router_config "$COLO_PORT" "$SHARD_POOL" "$ROUTER_WORKERS"
+  for i in 1 2 3 4; do bench_shard "s$i" "${PORTS[0]}" "bench_s$i"; done
   sed -n '/^\[routing\]/,$p' "$WORK/shards.toml"
 } >"$WORK/colo.toml"
 for i in 1 2 3 4; do
