@@ -9,8 +9,8 @@
 //!   conjuncts, `USING`, correlated equalities with an outer block), kept in a union-find;
 //! - key predicates: top-level `AND` conjuncts of WHERE (and of inner-join ONs when the FROM
 //!   item has no outer join) of the form `col = literal|$n` or `col IN (…)` on a column with a
-//!   usable vindex (computable without a lookup), the literals converted to the vindex's
-//!   column type.
+//!   usable vindex (a functional one, or a lookup vindex whose table's keyspace is known; the
+//!   cheapest when there are several), the literals converted to the vindex's column type.
 //!
 //! Column references resolve conservatively: `alias.col` to the binding of that name (innermost
 //! block first); a bare `col` only to the one relation of the current block with a vindex on
@@ -32,6 +32,7 @@ pub(crate) use crate::expr::{
     param_number,
 };
 use crate::plan::{KeyExpr, KeyVindex, Target};
+use crate::planner::LookupPlaces;
 
 /// Where a query block sits in the statement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +95,8 @@ pub(crate) struct KeyPred {
     pub instance: usize,
     pub column: String,
     pub vindex: Arc<dyn Vindex>,
+    /// The keyspace of a lookup vindex's table.
+    pub lookup_keyspace: Option<String>,
     pub primary: bool,
     pub values: Vec<KeyExpr>,
 }
@@ -111,7 +114,11 @@ impl KeyPred {
     }
 
     pub(crate) fn key_vindex(&self) -> KeyVindex {
-        KeyVindex { column: self.column.clone(), vindex: self.vindex.clone() }
+        KeyVindex {
+            column: self.column.clone(),
+            vindex: self.vindex.clone(),
+            lookup_keyspace: self.lookup_keyspace.clone(),
+        }
     }
 }
 
@@ -124,6 +131,7 @@ struct Binding {
 /// The analysis of one statement.
 pub(crate) struct Analysis<'v> {
     vs: &'v ValidatedVSchema,
+    lookups: &'v LookupPlaces,
     pub rels: Vec<RelClass<'v>>,
     pub instances: Vec<Instance<'v>>,
     parent: Vec<usize>,
@@ -144,9 +152,10 @@ pub(crate) struct Analysis<'v> {
 }
 
 impl<'v> Analysis<'v> {
-    pub(crate) fn new(vs: &'v ValidatedVSchema) -> Self {
+    pub(crate) fn new(vs: &'v ValidatedVSchema, lookups: &'v LookupPlaces) -> Self {
         Analysis {
             vs,
+            lookups,
             rels: Vec::new(),
             instances: Vec::new(),
             parent: Vec::new(),
@@ -389,11 +398,22 @@ impl<'v> Analysis<'v> {
 
     fn key_pred(&mut self, instance: usize, column: &str, exprs: &[Expr]) {
         let table = self.instances[instance].table;
+        // The cheapest vindex on the column the router can map with: a functional one, or a
+        // lookup vindex whose table has a known place.
         let usable = table
             .vindexes_for_column(column)
             .into_iter()
-            .find(|cv| !cv.vindex.needs_lookup() && cv.vindex.as_single_column().is_some());
-        let Some(cv) = usable else { return };
+            .filter_map(|cv| {
+                if cv.vindex.needs_lookup() {
+                    let place =
+                        self.lookups.get(&(table.keyspace().to_owned(), cv.vindex.name().to_owned()))?;
+                    Some((cv, Some(place.clone())))
+                } else {
+                    cv.vindex.as_single_column().map(|_| (cv, None))
+                }
+            })
+            .min_by_key(|(cv, _)| cv.vindex.cost());
+        let Some((cv, lookup_keyspace)) = usable else { return };
         let mut values = Vec::with_capacity(exprs.len());
         for e in exprs {
             match key_expr(e, cv.vindex.column_type()) {
@@ -418,6 +438,7 @@ impl<'v> Analysis<'v> {
             instance,
             column: format!("{}.{}", table.name(), column),
             vindex: cv.vindex.clone(),
+            lookup_keyspace,
             primary,
             values,
         });

@@ -74,6 +74,18 @@ fn write_plan(out: &mut String, plan: &Plan, depth: usize) {
                     format!(" auto_increment={} sequence={}.{}", a.column, a.sequence_keyspace, a.sequence)
                 })
                 .unwrap_or_default()
+                + &s.lookups
+                    .iter()
+                    .map(|l| {
+                        format!(
+                            " lookup={}({}) in={} values={}",
+                            l.vindex.vindex.name(),
+                            l.vindex.column,
+                            l.vindex.lookup_keyspace.as_deref().unwrap_or("?"),
+                            keys(&l.values)
+                        )
+                    })
+                    .collect::<String>()
         }
         Action::Broadcast(b) => {
             format!("Broadcast keyspaces=[{}]{}", b.keyspaces.join(", "), if b.write { " write" } else { "" })
@@ -110,9 +122,10 @@ fn target(t: &Target) -> String {
         Target::AnyOf { keyspace } => format!("Route any keyspace={keyspace}"),
         Target::Unsharded { keyspace } => format!("Route unsharded keyspace={keyspace}"),
         Target::Keys { keyspace, vindex, values } => format!(
-            "Route keys keyspace={keyspace} vindex={}({}) values={}",
+            "Route keys keyspace={keyspace} vindex={}({}){} values={}",
             vindex.vindex.name(),
             vindex.column,
+            vindex.lookup_keyspace.as_ref().map(|k| format!(" lookup in={k}")).unwrap_or_default(),
             keys(values)
         ),
         Target::All { keyspace } => format!("Route all keyspace={keyspace}"),

@@ -20,10 +20,15 @@
 //!   literal PostgreSQL itself would reject (`int_key = 'abc'`) is an error (22P02 / 42883);
 //!   a number that is not an integer of the column, literal forms vindex cannot read, and
 //!   timestamps whose reading depends on the session TimeZone are simply not used for routing.
-//! - Lookup vindexes are never used to route yet (the router cannot do lookups), and INSERT
-//!   does not maintain lookup tables: the sharding key must be a literal or `$n` in every row,
+//! - INSERT into a sharded table needs the sharding key as a literal or `$n` in every row,
 //!   unless the table's `auto_increment` column is the key and the INSERT leaves it out (the
 //!   router then fills it from the sequence, see [`AutoFill`]).
+//! - Lookup vindexes route when no cheaper vindex applies: [`KeyVindex::lookup_keyspace`] names
+//!   the unsharded keyspace holding the lookup table (checked by [`Planner::new`]), and the
+//!   router reads it at run time. An INSERT into a lookup vindex's owner table carries the
+//!   lookup rows to add ([`LookupWrite`]); the indexed column must then be a literal, `$n` or
+//!   NULL in every row. UPDATE of a vindex column is refused; DELETE leaves lookup rows behind
+//!   (the router treats them as stale).
 //! - Only PostgreSQL's built-in aggregates are recognized: a user-defined aggregate in a
 //!   multi-shard SELECT is treated as a plain function (per-shard value passed through).
 //! - Statements without tables ([`Target::Any`]) are run by the router on the default

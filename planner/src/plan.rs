@@ -55,7 +55,9 @@ impl Plan {
                 Target::Named { keyspace, .. } => keyspace.as_deref().into_iter().collect(),
                 Target::Any => Vec::new(),
             },
-            Action::InsertSplit(i) => vec![i.keyspace.as_str()],
+            Action::InsertSplit(i) => std::iter::once(i.keyspace.as_str())
+                .chain(i.lookups.iter().filter_map(|l| l.vindex.lookup_keyspace.as_deref()))
+                .collect(),
             Action::Broadcast(b) => b.keyspaces.iter().map(String::as_str).collect(),
             Action::Transaction(_) | Action::Session | Action::ShowRoute(_) | Action::Multi(_) => Vec::new(),
         }
@@ -140,6 +142,17 @@ pub struct KeyVindex {
     /// `table.column` the predicate is on (for explain output).
     pub column: String,
     pub vindex: Arc<dyn Vindex>,
+    /// For a lookup vindex: the unsharded keyspace whose shard holds its lookup table. The
+    /// router asks that table for the keyspace ids of the values, then routes by them.
+    pub lookup_keyspace: Option<String>,
+}
+
+impl KeyVindex {
+    /// A vindex that maps values without IO.
+    #[must_use]
+    pub fn functional(column: String, vindex: Arc<dyn Vindex>) -> Self {
+        KeyVindex { column, vindex, lookup_keyspace: None }
+    }
 }
 
 impl fmt::Debug for KeyVindex {
@@ -317,6 +330,23 @@ pub struct InsertSplit {
     /// id per row from the sequence and adds the column with those values
     /// ([`InsertTemplate::sql_for_rows_filled`]).
     pub auto_increment: Option<AutoFill>,
+    /// The lookup tables this table owns: the router adds one row per new row to each (see
+    /// [`LookupWrite`]) before the INSERT runs.
+    pub lookups: Vec<LookupWrite>,
+}
+
+/// The rows an INSERT into a lookup vindex's owner table adds to the lookup table: for row
+/// `i`, (`values[i]`, the keyspace id of the row's sharding key). A NULL value (also a column
+/// the INSERT leaves out) adds nothing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LookupWrite {
+    /// The lookup vindex (`lookup_keyspace` set) and the owner column it indexes.
+    pub vindex: KeyVindex,
+    /// The owner table and column, for the unique-value check.
+    pub owner: String,
+    pub column: String,
+    /// Each row's value of the column, in the client's row order.
+    pub values: Vec<KeyExpr>,
 }
 
 /// How the router fills an `auto_increment` column.
@@ -346,7 +376,9 @@ pub struct InsertTemplate {
 
 impl PartialEq for KeyVindex {
     fn eq(&self, other: &Self) -> bool {
-        self.column == other.column && self.vindex.name() == other.vindex.name()
+        self.column == other.column
+            && self.vindex.name() == other.vindex.name()
+            && self.lookup_keyspace == other.lookup_keyspace
     }
 }
 

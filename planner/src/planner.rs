@@ -2,6 +2,7 @@
 //! splitting several statements, the token-level fallback for what sqlparser rejects); one
 //! parsed statement is planned in `statement.rs`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use vindex::{TableKind, ValidatedVSchema, Value};
@@ -37,6 +38,49 @@ pub struct Planner {
     /// Statement shapes (literals replaced by placeholders) → a template plan whose keys are
     /// those placeholders, or `None` when the shape's plan depends on more than its key values.
     shapes: PlanCache<Option<Arc<Plan>>>,
+    pub(crate) lookups: LookupPlaces,
+}
+
+/// (keyspace, lookup vindex name) → the unsharded keyspace holding the vindex's lookup table.
+pub(crate) type LookupPlaces = HashMap<(String, String), String>;
+
+/// Where every lookup vindex's table lives: the keyspace the VSchema lists the table in (by
+/// its name without schema, as in SQL), or the default keyspace when it lists it nowhere. That
+/// keyspace must be unsharded: the router reads and writes the table on its one shard.
+fn lookup_places(vs: &ValidatedVSchema, default_keyspace: Option<&str>) -> Result<LookupPlaces, PlanError> {
+    let mut places = HashMap::new();
+    for ks in vs.keyspaces() {
+        for (name, vindex) in ks.vindexes() {
+            let Some(lookup) = vindex.as_lookup() else { continue };
+            let table = lookup.table().name();
+            let bare = table.rsplit('.').next().unwrap_or(&table).to_owned();
+            let place = match vs.table(&bare) {
+                Some(t) if !t.is_sharded() && t.kind() == TableKind::Normal => t.keyspace().to_owned(),
+                Some(t) => {
+                    return Err(PlanError::Options {
+                        reason: format!(
+                            "the table {table} of lookup vindex {name} must be a plain table of an unsharded \
+                             keyspace (it is in keyspace {})",
+                            t.keyspace()
+                        ),
+                    })
+                }
+                None => match default_keyspace {
+                    Some(d) => d.to_owned(),
+                    None => {
+                        return Err(PlanError::Options {
+                            reason: format!(
+                                "the table {table} of lookup vindex {name} is in no keyspace of the VSchema \
+                                 and there is no default keyspace"
+                            ),
+                        })
+                    }
+                },
+            };
+            places.insert((ks.name().to_owned(), name.to_owned()), place);
+        }
+    }
+    Ok(places)
 }
 
 impl Planner {
@@ -57,9 +101,10 @@ impl Planner {
                 Some(_) => {}
             }
         }
+        let lookups = lookup_places(&vschema, options.default_keyspace.as_deref())?;
         let cache = PlanCache::new(options.cache_capacity);
         let shapes = PlanCache::new(options.cache_capacity);
-        Ok(Planner { vschema, options, cache, shapes })
+        Ok(Planner { vschema, options, cache, shapes, lookups })
     }
 
     /// The plan for a statement text (one or several statements), from the cache when the same

@@ -11,8 +11,8 @@ use crate::analyze::{self, Analysis, BlockKind, Class, RelClass};
 use crate::error::PlanError;
 use crate::parse;
 use crate::plan::{
-    Action, AutoFill, Broadcast, InsertSplit, InsertTemplate, KeyExpr, KeyVindex, PassThrough, Route,
-    Scatter, StatementClass, Target, TxControl,
+    Action, AutoFill, Broadcast, InsertSplit, InsertTemplate, KeyExpr, KeyVindex, LookupWrite, PassThrough,
+    Route, Scatter, StatementClass, Target, TxControl,
 };
 use crate::planner::{route, Planner};
 use crate::rewrite;
@@ -56,7 +56,7 @@ impl Planner {
             Statement::Insert(i) => Ok((C::Insert, self.plan_insert(i, stmt)?)),
             Statement::Update(u) => Ok((C::Update, self.plan_update(u, text)?)),
             Statement::Delete(d) => {
-                let mut a = Analysis::new(self.vschema());
+                let mut a = Analysis::new(self.vschema(), &self.lookups);
                 a.walk_delete(d, BlockKind::Top);
                 Ok((C::Delete, self.plan_write(a, &[], text, "DELETE")?))
             }
@@ -87,7 +87,7 @@ impl Planner {
 
     /// SELECT (and any query).
     fn plan_query(&self, q: &Query) -> Result<Action, PlanError> {
-        let mut a = Analysis::new(self.vschema());
+        let mut a = Analysis::new(self.vschema(), &self.lookups);
         a.walk_top_query(q);
         check_analysis(&mut a)?;
         match a.class(self.default_keyspace())? {
@@ -126,7 +126,7 @@ impl Planner {
     }
 
     fn plan_update(&self, u: &Update, text: &str) -> Result<Action, PlanError> {
-        let mut a = Analysis::new(self.vschema());
+        let mut a = Analysis::new(self.vschema(), &self.lookups);
         a.walk_update(u, BlockKind::Top);
         let mut columns = Vec::new();
         for asg in &u.assignments {
@@ -183,7 +183,7 @@ impl Planner {
         let TableObject::TableName(name) = &ins.table else {
             return Err(PlanError::unsupported("INSERT into a table function"));
         };
-        let mut a = Analysis::new(self.vschema());
+        let mut a = Analysis::new(self.vschema(), &self.lookups);
         a.walk_insert(ins, BlockKind::Top);
         check_analysis(&mut a)?;
         let class = a.class(self.default_keyspace())?;
@@ -282,8 +282,9 @@ impl Planner {
             keys.push(key);
         }
         let keyspace = t.keyspace().to_owned();
-        let vindex = KeyVindex { column: format!("{name}.{col}"), vindex: primary.vindex.clone() };
-        if keys.len() == 1 && auto_increment.is_none() {
+        let vindex = KeyVindex::functional(format!("{name}.{col}"), primary.vindex.clone());
+        let lookups = self.lookup_writes(t, ins, rows)?;
+        if keys.len() == 1 && auto_increment.is_none() && lookups.is_empty() {
             return Ok(route(Target::Keys { keyspace, vindex, values: keys }));
         }
         Ok(Action::InsertSplit(InsertSplit {
@@ -294,7 +295,70 @@ impl Planner {
             returning: ins.returning.is_some(),
             template: InsertTemplate::new(stmt.clone()),
             auto_increment,
+            lookups,
         }))
+    }
+
+    /// The lookup rows an INSERT into `t` adds, for each lookup vindex `t` owns. The indexed
+    /// column must be a literal or `$n` in every row (or absent: NULL, no lookup row).
+    fn lookup_writes(
+        &self,
+        t: &TableInfo,
+        ins: &Insert,
+        rows: &[sqlparser::ast::Parens<Vec<Expr>>],
+    ) -> Result<Vec<LookupWrite>, PlanError> {
+        let name = t.name();
+        let mut out = Vec::new();
+        for cv in t.column_vindexes() {
+            let Some(place) = self.lookups.get(&(t.keyspace().to_owned(), cv.vindex.name().to_owned()))
+            else {
+                continue;
+            };
+            let owned = self
+                .vschema()
+                .doc()
+                .keyspaces
+                .get(t.keyspace())
+                .and_then(|k| k.vindexes.get(cv.vindex.name()))
+                .and_then(|v| v.owner.as_deref())
+                == Some(name);
+            if !owned {
+                continue;
+            }
+            let col = &cv.column;
+            let idx = ins.columns.iter().position(|c| analyze::name_parts(c).last() == Some(col));
+            let mut values = Vec::with_capacity(rows.len());
+            for row in rows {
+                let value = match idx.and_then(|i| row.content.get(i)) {
+                    None => KeyExpr::Literal(vindex::Value::Null),
+                    Some(e) => match analyze::key_expr(e, cv.vindex.column_type()) {
+                        Ok(Some(k)) => k,
+                        Err(err) => return Err(analyze::key_error(name, col, &err)),
+                        Ok(None) => {
+                            return Err(PlanError::unsupported(format!(
+                                "INSERT into {name} needs {name}.{col} (lookup vindex {}) as a literal, $n or NULL in every row",
+                                cv.vindex.name()
+                            )))
+                        }
+                    },
+                };
+                values.push(value);
+            }
+            if values.iter().all(|v| matches!(v, KeyExpr::Literal(vindex::Value::Null))) {
+                continue;
+            }
+            out.push(LookupWrite {
+                vindex: KeyVindex {
+                    column: format!("{name}.{col}"),
+                    vindex: cv.vindex.clone(),
+                    lookup_keyspace: Some(place.clone()),
+                },
+                owner: name.to_owned(),
+                column: col.clone(),
+                values,
+            });
+        }
+        Ok(out)
     }
 
     fn plan_explain(&self, inner: &Statement, analyze: bool, text: &str) -> Planned {
@@ -361,7 +425,7 @@ impl Planner {
         what: &str,
         allow_sharded: bool,
     ) -> Result<Option<String>, PlanError> {
-        let mut a = Analysis::new(self.vschema());
+        let mut a = Analysis::new(self.vschema(), &self.lookups);
         a.walk_top_query(q);
         check_analysis(&mut a)?;
         Ok(match a.class(self.default_keyspace())? {

@@ -50,6 +50,33 @@ fn unknown_tables_without_default_keyspace() {
 }
 
 #[test]
+fn lookup_tables_must_live_in_an_unsharded_keyspace() {
+    let doc = |table: &str| {
+        format!(
+            r#"
+[keyspaces.main]
+[keyspaces.commerce]
+sharded = true
+vindexes.hash_id = {{ type = "hash", params = {{ column_type = "int" }} }}
+vindexes.email_idx = {{ type = "lookup_unique", params = {{ column_type = "text", table = "{table}", from = "email" }}, owner = "users" }}
+tables.users = {{ column_vindexes = [{{ column = "id", vindex = "hash_id" }}, {{ column = "email", vindex = "email_idx" }}] }}
+tables.emails = {{ column_vindexes = [{{ column = "email_id", vindex = "hash_id" }}] }}
+"#
+        )
+    };
+    let build = |table: &str, default: Option<&str>| {
+        let vs = vindex::VSchema::from_toml(&doc(table)).unwrap().validate().unwrap();
+        let options = PlannerOptions { default_keyspace: default.map(str::to_owned), ..Default::default() };
+        Planner::new(Arc::new(vs), options).map(|_| ()).map_err(|e| e.to_string())
+    };
+    assert_eq!(build("email_lookup", Some("main")), Ok(()));
+    let e = build("emails", Some("main")).unwrap_err();
+    assert!(e.contains("lookup vindex email_idx must be a plain table of an unsharded keyspace"), "{e}");
+    let e = build("email_lookup", None).unwrap_err();
+    assert!(e.contains("is in no keyspace of the VSchema and there is no default keyspace"), "{e}");
+}
+
+#[test]
 fn cache_returns_the_same_arc_and_caches_errors() {
     let p = planner(Some("main"));
     let a = p.plan("SELECT * FROM users WHERE id = $1").unwrap();

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use planner::{KeyExpr, KeyVindex, PlanError, Planner, PlannerOptions, Target};
-use vindex::{Destination, ShardMap, TypeOid, ValidatedVSchema, Value};
+use vindex::{Destination, KeyspaceId, ShardMap, TypeOid, ValidatedVSchema, Value};
 
 use crate::config::RoutingConfig;
 use crate::error::{sqlstate, ClientError};
@@ -208,19 +208,27 @@ impl Topology {
         key: &KeyExpr,
         params: Option<&BoundParams<'_>>,
     ) -> Result<Endpoint, ClientError> {
+        let id = self.keyspace_id(vindex, key, params)?;
+        let shards = self.shard_map.keyspace(keyspace).map_err(routing_error)?;
+        match Destination::KeyspaceId(id).resolve(shards).map_err(routing_error)?[..] {
+            [shard] => self.endpoint(shard.name.as_str()),
+            _ => Err(not_computable(vindex)),
+        }
+    }
+
+    /// The keyspace id of a new row with this sharding key (a unique functional vindex).
+    pub fn keyspace_id(
+        &self,
+        vindex: &KeyVindex,
+        key: &KeyExpr,
+        params: Option<&BoundParams<'_>>,
+    ) -> Result<KeyspaceId, ClientError> {
         let column_type = vindex.vindex.column_type();
         let value = match key {
             KeyExpr::Literal(v) => v.clone(),
             KeyExpr::Param(n) => bound_value(params, *n, column_type)?,
         };
-        let not_computable = || {
-            ClientError::new(
-                "routing",
-                sqlstate::FEATURE_NOT_SUPPORTED,
-                format!("pg-router: vindex {} cannot place new rows", vindex.vindex.name()),
-            )
-        };
-        let single = vindex.vindex.as_single_column().ok_or_else(not_computable)?;
+        let single = vindex.vindex.as_single_column().ok_or_else(|| not_computable(vindex))?;
         if value.is_null() {
             return Err(ClientError::new(
                 "routing",
@@ -228,13 +236,52 @@ impl Topology {
                 format!("pg-router: the sharding key {} of a new row must not be NULL", vindex.column),
             ));
         }
-        let dest = single.map_one(&value).map_err(key_error)?;
-        let shards = self.shard_map.keyspace(keyspace).map_err(routing_error)?;
-        match dest.resolve(shards).map_err(routing_error)?[..] {
-            [shard] => self.endpoint(shard.name.as_str()),
-            _ => Err(not_computable()),
+        match single.map_one(&value).map_err(key_error)? {
+            Destination::KeyspaceId(id) => Ok(id),
+            _ => Err(not_computable(vindex)),
         }
     }
+
+    /// The values of key expressions (literals, or `$n` bound in `params`) in the vindex's
+    /// column type.
+    pub fn key_values(
+        &self,
+        vindex: &KeyVindex,
+        keys: &[KeyExpr],
+        params: Option<&BoundParams<'_>>,
+    ) -> Result<Vec<Value>, ClientError> {
+        let column_type = vindex.vindex.column_type();
+        keys.iter()
+            .map(|key| match key {
+                KeyExpr::Literal(v) => Ok(v.clone()),
+                KeyExpr::Param(n) => bound_value(params, *n, column_type),
+            })
+            .collect()
+    }
+
+    /// The endpoints of the shards of `keyspace` holding these keyspace ids, sorted and
+    /// deduplicated.
+    pub fn endpoints_of_ids(&self, keyspace: &str, ids: &[KeyspaceId]) -> Result<Vec<Endpoint>, ClientError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let shards = self.shard_map.keyspace(keyspace).map_err(routing_error)?;
+        let mut out = Vec::with_capacity(ids.len());
+        for shard in Destination::KeyspaceIds(ids.to_vec()).resolve(shards).map_err(routing_error)? {
+            out.push(self.endpoint(shard.name.as_str())?);
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+}
+
+fn not_computable(vindex: &KeyVindex) -> ClientError {
+    ClientError::new(
+        "routing",
+        sqlstate::FEATURE_NOT_SUPPORTED,
+        format!("pg-router: vindex {} cannot place new rows", vindex.vindex.name()),
+    )
 }
 
 /// The sharding-key value of parameter `$n` (1-based).

@@ -581,3 +581,168 @@ async fn shards_can_share_a_server_in_their_own_databases() {
         assert_eq!(got.get::<_, String>(0), format!("user{id}"));
     }
 }
+
+/// `accounts` has a unique lookup vindex on `email` (table `account_emails` in keyspace `main`)
+/// and `items` a non-unique one on `tag` (table `item_tags`, not in the VSchema: the default
+/// keyspace).
+fn lookup_router() -> Router {
+    let mut extra = commerce_routing(4);
+    extra.push_str(
+        r#"
+[vschema.keyspaces.main.tables.account_emails]
+
+[vschema.keyspaces.commerce.vindexes.email_idx]
+type = "lookup_unique"
+params = { column_type = "text", table = "account_emails", from = "email" }
+owner = "accounts"
+
+[vschema.keyspaces.commerce.vindexes.tag_idx]
+type = "lookup"
+params = { column_type = "text", table = "item_tags", from = "tag" }
+owner = "items"
+
+[vschema.keyspaces.commerce.tables.accounts]
+column_vindexes = [{ column = "id", vindex = "hash_id" }, { column = "email", vindex = "email_idx" }]
+
+[vschema.keyspaces.commerce.tables.items]
+column_vindexes = [{ column = "account_id", vindex = "hash_id" }, { column = "tag", vindex = "tag_idx" }]
+"#,
+    );
+    Router::start(RouterOptions {
+        cluster: Some(sharded_cluster()),
+        shards: 4,
+        extra,
+        ..RouterOptions::default()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_vindexes_route_reads_and_are_kept_by_inserts() {
+    let r = lookup_router();
+    let cl = sharded_cluster();
+    let c = r.connect().await.unwrap();
+    for ddl in [
+        "CREATE TABLE accounts (id bigint PRIMARY KEY, email text, name text)",
+        "CREATE TABLE items (account_id bigint NOT NULL, tag text, n int)",
+        "CREATE TABLE account_emails (email text PRIMARY KEY, keyspace_id bytea NOT NULL)",
+        "CREATE TABLE item_tags (tag text, keyspace_id bytea, PRIMARY KEY (tag, keyspace_id))",
+    ] {
+        c.batch_execute(ddl).await.unwrap();
+    }
+    let values: Vec<String> = (1..=40).map(|i| format!("({i}, 'u{i}@x', 'user{i}')")).collect();
+    c.batch_execute(&format!("INSERT INTO accounts (id, email, name) VALUES {}", values.join(", ")))
+        .await
+        .unwrap();
+    // Extended protocol, a NULL email (no lookup row) and a parameter.
+    c.execute("INSERT INTO accounts (id, email, name) VALUES ($1, $2, 'p')", &[&41i64, &"u41@x"])
+        .await
+        .unwrap();
+    c.execute("INSERT INTO accounts (id, name) VALUES (42, 'no mail')", &[]).await.unwrap();
+    assert_eq!(shard_count(cl, 0, "SELECT count(*) FROM account_emails"), 41);
+    // Reads by email go where the lookup table says.
+    assert_eq!(
+        rows(&c, "SELECT name FROM accounts WHERE email = 'u7@x'").await,
+        vec![vec![Some("user7".into())]]
+    );
+    let route = rows(&c, "SHOW ROUTE FOR SELECT name FROM accounts WHERE email = 'u7@x'").await;
+    assert!(format!("{route:?}").contains("lookup in=main"), "{route:?}");
+    let n: i64 = c.query_one("SELECT id FROM accounts WHERE email = $1", &[&"u41@x"]).await.unwrap().get(0);
+    assert_eq!(n, 41);
+    assert_eq!(
+        rows(&c, "SELECT id FROM accounts WHERE email IN ('u3@x', 'u1@x', 'nobody@x') ORDER BY id").await,
+        vec![vec![Some("1".into())], vec![Some("3".into())]]
+    );
+    assert!(rows(&c, "SELECT * FROM accounts WHERE email = 'nobody@x'").await.is_empty());
+    assert_eq!(
+        rows(&c, "SELECT count(*) FROM accounts WHERE email = 'nobody@x'").await,
+        vec![vec![Some("0".into())]]
+    );
+    // The route follows the lookup row: pointed at another keyspace id, the row is not found.
+    cl.psql(
+        0,
+        "app",
+        "UPDATE account_emails SET keyspace_id = decode('c000000000000000', 'hex') WHERE email = 'u7@x'",
+    )
+    .unwrap();
+    let misrouted = rows(&c, "SELECT name FROM accounts WHERE email = 'u7@x'").await;
+    let home = rows(&c, "SELECT name FROM accounts WHERE id = 7").await;
+    cl.psql(0, "app", "DELETE FROM account_emails WHERE email = 'u7@x'").unwrap();
+    c.batch_execute("DELETE FROM accounts WHERE id = 7").await.unwrap();
+    c.batch_execute("INSERT INTO accounts (id, email, name) VALUES (7, 'u7@x', 'user7')").await.unwrap();
+    assert_eq!(home, vec![vec![Some("user7".into())]]);
+    if shard_count(cl, 3, "SELECT count(*) FROM accounts WHERE id = 7") == 0 {
+        assert!(misrouted.is_empty(), "routed by the lookup row to shard s3: {misrouted:?}");
+    }
+    // A value held by a live row is a duplicate; nothing is inserted.
+    let e = c.batch_execute("INSERT INTO accounts (id, email) VALUES (1000, 'u9@x')").await.unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("23505"), "{e}");
+    assert_eq!(rows(&c, "SELECT count(*) FROM accounts WHERE id = 1000").await, vec![vec![Some("0".into())]]);
+    // A deleted row's lookup row is stale: the value can be used again, by another key.
+    c.batch_execute("DELETE FROM accounts WHERE email = 'u8@x'").await.unwrap();
+    c.batch_execute("INSERT INTO accounts (id, email, name) VALUES (1001, 'u8@x', 'again')").await.unwrap();
+    assert_eq!(
+        rows(&c, "SELECT id FROM accounts WHERE email = 'u8@x'").await,
+        vec![vec![Some("1001".into())]]
+    );
+    // A row the lookup column cannot be computed for is refused.
+    let e =
+        c.batch_execute("INSERT INTO accounts (id, email) VALUES (1002, lower('X@X'))").await.unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("0A000"), "{e}");
+
+    // In a transaction: its own rows are found by email; a concurrent insert of the same value
+    // waits for it and then is a duplicate; ROLLBACK removes the lookup rows.
+    c.batch_execute("BEGIN").await.unwrap();
+    c.batch_execute("INSERT INTO accounts (id, email, name) VALUES (2000, 'tx@x', 'tx')").await.unwrap();
+    assert_eq!(
+        rows(&c, "SELECT id FROM accounts WHERE email = 'tx@x'").await,
+        vec![vec![Some("2000".into())]]
+    );
+    let e = c.batch_execute("SAVEPOINT s").await.unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("0A000"), "{e}");
+    c.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(shard_count(cl, 0, "SELECT count(*) FROM account_emails WHERE email = 'tx@x'"), 0);
+    c.batch_execute("BEGIN").await.unwrap();
+    c.batch_execute("INSERT INTO accounts (id, email, name) VALUES (2001, 'race@x', 'first')").await.unwrap();
+    let c2 = r.connect().await.unwrap();
+    let second = tokio::spawn(async move {
+        c2.batch_execute("INSERT INTO accounts (id, email, name) VALUES (2002, 'race@x', 'second')").await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!second.is_finished(), "the second insert waits for the first transaction");
+    c.batch_execute("COMMIT").await.unwrap();
+    let e = second.await.unwrap().unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("23505"), "{e}");
+    assert_eq!(
+        rows(&c, "SELECT id FROM accounts WHERE email = 'race@x'").await,
+        vec![vec![Some("2001".into())]]
+    );
+    assert_eq!(rows(&c, "SELECT count(*) FROM accounts WHERE id = 2002").await, vec![vec![Some("0".into())]]);
+
+    // Non-unique: a tag on several shards is found on all of them, merged.
+    let values: Vec<String> = (1..=60).map(|i| format!("({}, 't{}', {i})", i % 40 + 1, i % 3)).collect();
+    c.batch_execute(&format!("INSERT INTO items (account_id, tag, n) VALUES {}", values.join(", ")))
+        .await
+        .unwrap();
+    let tx = {
+        let mut c3 = r.connect().await.unwrap();
+        let tx = c3.transaction().await.unwrap();
+        tx.execute("INSERT INTO items (account_id, tag, n) VALUES ($1, $2, 1000)", &[&5i64, &"t9"])
+            .await
+            .unwrap();
+        let n: i64 = tx.query_one("SELECT sum(n) FROM items WHERE tag = $1", &[&"t9"]).await.unwrap().get(0);
+        tx.commit().await.unwrap();
+        n
+    };
+    assert_eq!(tx, 1000);
+    assert_eq!(
+        rows(&c, "SELECT tag, count(*), sum(n) FROM items WHERE tag IN ('t0', 't2', 't9') GROUP BY tag ORDER BY tag")
+            .await,
+        vec![
+            vec![Some("t0".into()), Some("20".into()), Some("630".into())],
+            vec![Some("t2".into()), Some("20".into()), Some("610".into())],
+            vec![Some("t9".into()), Some("1".into()), Some("1000".into())],
+        ]
+    );
+    // One lookup row per (tag, keyspace id): t1 is on 20 accounts.
+    assert_eq!(shard_count(cl, 0, "SELECT count(*) FROM item_tags WHERE tag = 't1'"), 20);
+}

@@ -240,6 +240,89 @@ impl LookupTable {
     }
 }
 
+/// SQL with the values inline ([`Value::portable_literal`]), for a router that speaks the
+/// simple protocol on connections carrying a client's settings. Keyspace ids come back as 16
+/// hex digits (`encode(…, 'hex')`, read with `KeyspaceId::from_str`).
+impl LookupTable {
+    /// The distinct keyspace ids of some values (never NULL): one text column.
+    #[must_use]
+    pub fn ids_literal_sql(&self, values: &[Value]) -> String {
+        let (from, to) = (quote_ident(&self.from), quote_ident(&self.to));
+        format!(
+            "SELECT DISTINCT encode({to}, 'hex') FROM {} WHERE {from} IN ({})",
+            self.quoted_table(),
+            self.literals(values.iter())
+        )
+    }
+
+    /// Insert rows, skipping conflicts as [`LookupTable::insert_sql`] does.
+    #[must_use]
+    pub fn insert_literal_sql(&self, rows: &[LookupRow]) -> String {
+        let (from, to) = (quote_ident(&self.from), quote_ident(&self.to));
+        let conflict = if self.unique { from.clone() } else { format!("{from}, {to}") };
+        let values: Vec<String> = rows
+            .iter()
+            .map(|r| format!("({}, {})", r.value.portable_literal(self.from_type), id_literal(r.keyspace_id)))
+            .collect();
+        format!(
+            "INSERT INTO {} ({from}, {to}) VALUES {} ON CONFLICT ({conflict}) DO NOTHING",
+            self.quoted_table(),
+            values.join(", ")
+        )
+    }
+
+    /// What the table holds for each row's value: one text column `i:hex`, `i` the 1-based
+    /// position in `rows` (a value may have several rows in a non-unique table).
+    #[must_use]
+    pub fn held_literal_sql(&self, rows: &[LookupRow]) -> String {
+        let (from, to) = (quote_ident(&self.from), quote_ident(&self.to));
+        let values: Vec<String> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| format!("({}, {})", i + 1, r.value.portable_literal(self.from_type)))
+            .collect();
+        format!(
+            "SELECT v.i::text || ':' || encode(t.{to}, 'hex') FROM (VALUES {}) AS v(i, val) JOIN {} AS t ON t.{from} = v.val",
+            values.join(", "),
+            self.quoted_table()
+        )
+    }
+
+    /// Moves a value from keyspace id `old` to `new`, only if it still maps to `old`
+    /// (CommandComplete `UPDATE 1`; `UPDATE 0` when another transaction moved it first).
+    #[must_use]
+    pub fn take_over_sql(&self, value: &Value, old: KeyspaceId, new: KeyspaceId) -> String {
+        let (from, to) = (quote_ident(&self.from), quote_ident(&self.to));
+        format!(
+            "UPDATE {} SET {to} = {} WHERE {from} = {} AND {to} = {}",
+            self.quoted_table(),
+            id_literal(new),
+            value.portable_literal(self.from_type),
+            id_literal(old)
+        )
+    }
+
+    /// Does the owner table hold a row with this value in `column`? One row when it does.
+    #[must_use]
+    pub fn owner_row_literal_sql(&self, owner: &str, column: &str, value: &Value) -> String {
+        format!(
+            "SELECT 1 FROM {} WHERE {} = {} LIMIT 1",
+            quote_ident(owner),
+            quote_ident(column),
+            value.portable_literal(self.from_type)
+        )
+    }
+
+    fn literals<'a>(&self, values: impl Iterator<Item = &'a Value>) -> String {
+        values.map(|v| v.portable_literal(self.from_type)).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// A keyspace id as an 8-byte `bytea` expression.
+fn id_literal(id: KeyspaceId) -> String {
+    format!("decode('{id}', 'hex')")
+}
+
 /// The distinct non-NULL values to look up for a batch, and where each input's answer is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LookupRequest {

@@ -421,6 +421,40 @@ fn from_typed_text(s: &str, oid: TypeOid, column: ColumnType) -> Result<Value> {
     })
 }
 
+impl Value {
+    /// An SQL expression of type `column` for the value that reads the same whatever the
+    /// session's settings (`standard_conforming_strings`, `DateStyle`, `TimeZone`): text and
+    /// bytes travel as hex, timestamps in ISO form (UTC for `timestamptz`). Used in the SQL the
+    /// router sends to lookup and owner tables on connections carrying a client's settings.
+    #[must_use]
+    pub fn portable_literal(&self, column: ColumnType) -> String {
+        fn hex(bytes: &[u8]) -> String {
+            use std::fmt::Write as _;
+            let mut out = String::with_capacity(bytes.len() * 2);
+            for b in bytes {
+                let _ = write!(out, "{b:02x}");
+            }
+            out
+        }
+        let ty = column.sql_type();
+        match self {
+            Value::Null => format!("NULL::{ty}"),
+            Value::Int(i) => format!("({i})::{ty}"),
+            Value::Text(s) => format!("convert_from(decode('{}', 'hex'), 'UTF8')::{ty}", hex(s.as_bytes())),
+            Value::Bytes(b) => format!("decode('{}', 'hex')", hex(b)),
+            Value::Uuid(u) => format!("'{}'::uuid", format_uuid(u)),
+            Value::Timestamp(t) => {
+                let zone = if column == ColumnType::TimestampTz && *t != i64::MAX && *t != i64::MIN {
+                    "+00"
+                } else {
+                    ""
+                };
+                format!("'{}{zone}'::{ty}", timestamp::format_timestamp(*t))
+            }
+        }
+    }
+}
+
 impl fmt::Display for Value {
     /// An SQL literal for the value (`NULL`, `42`, `'it''s'`, `'\x00ff'`, `'…uuid…'`,
     /// `'2024-01-02 03:04:05.000006'`).

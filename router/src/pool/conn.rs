@@ -296,7 +296,26 @@ impl BackendConn {
         self.exchange(sql).await.map(|(_, tag)| tag)
     }
 
+    /// Runs a statement of the router's own inside a transaction block it opened on this
+    /// connection (idle or in a transaction afterwards, not failed): the first column of every
+    /// row and the CommandComplete tag.
+    pub async fn query_in_transaction(
+        &mut self,
+        sql: &str,
+    ) -> Result<(Vec<Option<String>>, String), BackendError> {
+        self.exchange_expecting(sql, b"IT").await
+    }
+
     async fn exchange(&mut self, sql: &str) -> Result<(Vec<Option<String>>, String), BackendError> {
+        self.exchange_expecting(sql, b"I").await
+    }
+
+    /// `statuses`: the ReadyForQuery statuses that mean success.
+    async fn exchange_expecting(
+        &mut self,
+        sql: &str,
+        statuses: &[u8],
+    ) -> Result<(Vec<Option<String>>, String), BackendError> {
         let mut values = Vec::new();
         let mut command_tag = String::new();
         let mut out = BytesMut::new();
@@ -341,7 +360,7 @@ impl BackendConn {
                     if let Some(e) = failed {
                         return Err(e);
                     }
-                    if frame.body() != b"I" {
+                    if !matches!(frame.body(), [status] if statuses.contains(status)) {
                         return Err(BackendError::Protocol { shard, phase: "internal query" });
                     }
                     return Ok((values, command_tag));

@@ -247,17 +247,43 @@ impl Session {
             self.refuse(e, true);
             return Ok(());
         }
+        if !self.lookup_tx.is_empty() && self.tx == crate::protocol::backend::TxStatus::Idle {
+            self.settle_lookup_tx().await;
+        }
         let params = bind.params().map_err(decode_error)?;
         let bound =
             BoundParams { formats: &params.formats, values: &params.values, types: param_oids(&param_types) };
+        // A block that added lookup rows is ended by the router (see `lookup`).
+        let mut ended_block = None;
+        if let Action::Transaction(tc) = &plan.action {
+            if !self.lookup_tx.is_empty() {
+                match tc {
+                    TxControl::Commit | TxControl::Rollback => {
+                        let commit = matches!(tc, TxControl::Commit)
+                            && self.tx != crate::protocol::backend::TxStatus::Failed;
+                        match self.end_block_with_lookups(commit).await {
+                            Ok(tag) => ended_block = Some(tag),
+                            Err(Stop::End(e)) => return Err(e),
+                            Err(Stop::Refuse(e)) => return self.refuse_bind(e),
+                        }
+                    }
+                    TxControl::Savepoint(_) => {
+                        return self.refuse_bind(unsupported_error(super::simple::LOOKUP_SAVEPOINT))
+                    }
+                    _ => {}
+                }
+            }
+        }
         let kind =
             match &plan.action {
+                Action::Transaction(_) if ended_block.is_some() => {
+                    PortalKind::Complete(ended_block.unwrap_or("COMMIT"))
+                }
                 Action::Route(route) => {
-                    let endpoints =
-                        match self.topology.resolve(&route.target, Some(&bound), Some(self.preferred())) {
-                            Ok(e) => e,
-                            Err(e) => return self.refuse_bind(e),
-                        };
+                    let endpoints = match self.resolve_target(&route.target, Some(&bound)).await {
+                        Ok(e) => e,
+                        Err(e) => return self.refuse_bind(e),
+                    };
                     match (&endpoints[..], &route.scatter) {
                         ([], _) => {
                             let endpoint = self.fallback_endpoint(&route.target);
@@ -281,7 +307,13 @@ impl Session {
                         None => None,
                     };
                     let keys = Self::insert_keys(ins, ids.as_deref());
-                    match self.split_rows(ins, &keys, Some(&bound)) {
+                    let groups = self.split_rows(ins, &keys, Some(&bound));
+                    if groups.is_ok() && !ins.lookups.is_empty() {
+                        if let Err(e) = self.write_lookups(ins, &keys, Some(&bound)).await {
+                            return self.refuse_bind(e);
+                        }
+                    }
+                    match groups {
                         Err(e) => return self.refuse_bind(e),
                         Ok(groups) if groups.len() == 1 && ids.is_none() => {
                             return self.bind_on(groups[0].0, &frame, &bind, def).await
@@ -309,12 +341,7 @@ impl Session {
                         Err(Stop::End(e)) => return Err(e),
                         Err(Stop::Refuse(e)) => {
                             // As in the simple protocol: the whole transaction ends, rolled back.
-                            if self.backend.is_some() {
-                                let mut out = BytesMut::new();
-                                frontend::encode_query(&mut out, "ROLLBACK");
-                                self.send(&out, Some(Expect::HiddenQuery));
-                            }
-                            self.tx = crate::protocol::backend::TxStatus::Idle;
+                            self.roll_back_active();
                             return self.refuse_bind(e);
                         }
                     }

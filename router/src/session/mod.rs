@@ -13,6 +13,7 @@
 pub mod classify;
 mod extended;
 pub mod login;
+mod lookup;
 pub mod pending;
 mod shards;
 mod simple;
@@ -314,6 +315,9 @@ struct Session {
     /// Other backends this transaction (in session pooling: this session) holds. Idle: nothing
     /// is outstanding on them.
     others: Vec<(Endpoint, Pooled)>,
+    /// Transactions of the router's own holding the lookup rows this transaction block added
+    /// (one per lookup shard); they commit when the block commits (see [`lookup`]).
+    lookup_tx: Vec<(Endpoint, Pooled)>,
     /// Pools for this client's database and backend user, per endpoint, made on first use.
     pools: Vec<Option<(Pool, PoolKey)>>,
     backend_password: Option<String>,
@@ -403,6 +407,7 @@ impl Session {
             backend: held,
             endpoint,
             others: Vec::new(),
+            lookup_tx: Vec::new(),
             pools,
             backend_password,
             topology,
@@ -848,6 +853,7 @@ impl Session {
     /// Returns the backends to their pools if they are idle and clean, or closes them:
     /// closing makes PostgreSQL roll back an open transaction and release its locks.
     fn close_backends(&mut self) {
+        self.drop_lookup_tx();
         let clean = self.between_transactions();
         let session_mode = self.mode == PoolMode::Session;
         let active = self.backend.take().map(|b| (self.endpoint, b));

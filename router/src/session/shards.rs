@@ -412,7 +412,7 @@ fn aborted() -> ClientError {
 }
 
 /// Runs COMMIT or ROLLBACK on a backend; a shard's error keeps its SQLSTATE.
-async fn end_transaction(b: &mut BackendConn, sql: &str) -> Result<(), ClientError> {
+pub(super) async fn end_transaction(b: &mut BackendConn, sql: &str) -> Result<(), ClientError> {
     match b.run_for_tag(sql).await {
         Ok(tag) if sql == "COMMIT" && tag == "ROLLBACK" => Err(ClientError::new(
             "commit_failed",

@@ -38,6 +38,9 @@ impl Session {
             Err(e) => return Err(End::Fatal(ClientError::protocol(e.to_string()))),
         };
         self.refresh_topology();
+        if !self.lookup_tx.is_empty() && self.tx == TxStatus::Idle {
+            self.settle_lookup_tx().await;
+        }
         let (kind, effects) = classify(text);
         self.shared.metrics.statement(kind);
         if let Some(reason) = self.unsupported(&effects) {
@@ -126,7 +129,7 @@ impl Session {
         route: &Route,
         effects: &[SessionEffect],
     ) -> Result<(), End> {
-        let endpoints = match self.topology.resolve(&route.target, None, Some(self.preferred())) {
+        let endpoints = match self.resolve_target(&route.target, None).await {
             Ok(e) => e,
             Err(e) => return self.reject(e).await,
         };
@@ -248,7 +251,7 @@ impl Session {
         for part in parts {
             let endpoint =
                 match &part.action {
-                    Action::Route(r) => match self.topology.resolve(&r.target, None, Some(self.preferred())) {
+                    Action::Route(r) => match self.resolve_target(&r.target, None).await {
                         Ok(e) if e.len() > 1 => return self
                             .reject(not_supported(
                                 "pg-router: a query string with several statements must stay on one shard; \
@@ -271,7 +274,7 @@ impl Session {
                         Ok(_) => return self.reject(not_supported(MULTI_FAN_OUT)).await,
                         Err(e) => return self.reject(e).await,
                     },
-                    Action::InsertSplit(ins) if ins.auto_increment.is_some() => {
+                    Action::InsertSplit(ins) if ins.auto_increment.is_some() || !ins.lookups.is_empty() => {
                         return self.reject(not_supported(MULTI_FAN_OUT)).await;
                     }
                     Action::InsertSplit(ins) => match self.split_rows(ins, &ins.keys, None) {
@@ -296,7 +299,7 @@ impl Session {
                 _ => {}
             }
         }
-        if ends_transaction && !self.others.is_empty() {
+        if ends_transaction && (!self.others.is_empty() || !self.lookup_tx.is_empty()) {
             return self
                 .reject(not_supported(
                     "pg-router: this transaction spans several shards; send COMMIT or ROLLBACK as its own query",
@@ -337,6 +340,20 @@ impl Session {
             }
             TxControl::Commit | TxControl::Rollback => {
                 let commit = matches!(tc, TxControl::Commit) && self.tx != TxStatus::Failed;
+                if !self.lookup_tx.is_empty() {
+                    // The router ends the block itself: lookup rows commit after the shards.
+                    return match self.end_block_with_lookups(commit).await {
+                        Ok(tag) => {
+                            self.synthetic(complete_and_ready(tag, TxStatus::Idle));
+                            Ok(())
+                        }
+                        Err(Stop::End(e)) => Err(e),
+                        Err(Stop::Refuse(e)) => {
+                            self.refuse(e, false);
+                            Ok(())
+                        }
+                    };
+                }
                 // COMMIT of a failed transaction rolls back (PostgreSQL answers "ROLLBACK");
                 // send ROLLBACK so a shard that did not fail cannot commit its part.
                 let frame = if matches!(tc, TxControl::Commit) && !commit {
@@ -358,12 +375,7 @@ impl Session {
                         Ok(()) => {}
                         Err(Stop::End(e)) => return Err(e),
                         Err(Stop::Refuse(e)) => {
-                            if self.backend.is_some() {
-                                let mut out = BytesMut::new();
-                                frontend::encode_query(&mut out, "ROLLBACK");
-                                self.send(&out, Some(Expect::HiddenQuery));
-                            }
-                            self.tx = TxStatus::Idle;
+                            self.roll_back_active();
                             self.refuse(e, false);
                             return Ok(());
                         }
@@ -371,6 +383,9 @@ impl Session {
                 }
                 let endpoint = self.preferred();
                 self.pass(frame, endpoint, effects).await
+            }
+            TxControl::Savepoint(_) if !self.lookup_tx.is_empty() => {
+                self.reject(not_supported(LOOKUP_SAVEPOINT)).await
             }
             TxControl::Savepoint(_) | TxControl::Release(_) | TxControl::RollbackTo(_) => {
                 if !self.others.is_empty() {
@@ -385,6 +400,17 @@ impl Session {
             }
             TxControl::TwoPhase => self.reject(not_supported(TWO_PHASE)).await,
         }
+    }
+
+    /// Ends the transaction on the active backend with a ROLLBACK whose reply the client does
+    /// not see; the session is between transactions.
+    pub(super) fn roll_back_active(&mut self) {
+        if self.backend.is_some() {
+            let mut out = BytesMut::new();
+            frontend::encode_query(&mut out, "ROLLBACK");
+            self.send(&out, Some(Expect::HiddenQuery));
+        }
+        self.tx = TxStatus::Idle;
     }
 
     fn show_route(&mut self, inner: &Plan) {
@@ -517,6 +543,11 @@ impl Session {
             Ok(g) => g,
             Err(e) => return self.reject(e).await,
         };
+        if !ins.lookups.is_empty() {
+            if let Err(e) = self.write_lookups(ins, &keys, None).await {
+                return self.reject(e).await;
+            }
+        }
         if let ([(endpoint, _)], None) = (&groups[..], &ids) {
             return self.pass(frame, *endpoint, effects).await;
         }
@@ -539,9 +570,12 @@ pub(super) fn is_show_route(text: &str) -> bool {
     t.len() >= 10 && t.as_bytes()[..10].eq_ignore_ascii_case(b"show route")
 }
 
-const MULTI_FAN_OUT: &str = "pg-router: DDL on several shards, INSERTs whose rows go to several shards and \
-                             SHOW ROUTE must be sent as their own query, not in a query string with \
-                             several statements";
+const MULTI_FAN_OUT: &str = "pg-router: DDL on several shards, INSERTs whose rows go to several shards or \
+                             that add lookup rows, and SHOW ROUTE must be sent as their own query, not in a \
+                             query string with several statements";
+
+pub(super) const LOOKUP_SAVEPOINT: &str =
+    "pg-router: SAVEPOINT after an INSERT that added lookup rows is not supported in the same transaction";
 
 const TWO_PHASE: &str = "pg-router: PREPARE TRANSACTION, COMMIT PREPARED and ROLLBACK PREPARED cannot be \
                          sent through the router";

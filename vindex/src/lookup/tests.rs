@@ -49,6 +49,62 @@ fn sql_text() {
 }
 
 #[test]
+fn literal_sql_text() {
+    let u = email_lookup(true);
+    let t = u.table();
+    let it = text("it's");
+    assert_eq!(
+        t.ids_literal_sql(&[it.clone(), text("b")]),
+        "SELECT DISTINCT encode(\"keyspace_id\", 'hex') FROM \"lookups\".\"user_email\" WHERE \"email\" IN \
+         (convert_from(decode('69742773', 'hex'), 'UTF8')::text, convert_from(decode('62', 'hex'), 'UTF8')::text)"
+    );
+    let rows = [LookupRow { value: it.clone(), keyspace_id: id(0x0102_0304_0506_0708) }];
+    assert_eq!(
+        t.insert_literal_sql(&rows),
+        "INSERT INTO \"lookups\".\"user_email\" (\"email\", \"keyspace_id\") VALUES \
+         (convert_from(decode('69742773', 'hex'), 'UTF8')::text, decode('0102030405060708', 'hex')) \
+         ON CONFLICT (\"email\") DO NOTHING"
+    );
+    assert_eq!(
+        t.held_literal_sql(&rows),
+        "SELECT v.i::text || ':' || encode(t.\"keyspace_id\", 'hex') FROM (VALUES (1, \
+         convert_from(decode('69742773', 'hex'), 'UTF8')::text)) AS v(i, val) JOIN \"lookups\".\"user_email\" AS t \
+         ON t.\"email\" = v.val"
+    );
+    assert_eq!(
+        t.take_over_sql(&it, id(1), id(2)),
+        "UPDATE \"lookups\".\"user_email\" SET \"keyspace_id\" = decode('0000000000000002', 'hex') WHERE \
+         \"email\" = convert_from(decode('69742773', 'hex'), 'UTF8')::text AND \"keyspace_id\" = \
+         decode('0000000000000001', 'hex')"
+    );
+    assert_eq!(
+        t.owner_row_literal_sql("users", "email", &it),
+        "SELECT 1 FROM \"users\" WHERE \"email\" = convert_from(decode('69742773', 'hex'), 'UTF8')::text LIMIT 1"
+    );
+}
+
+#[test]
+fn portable_literals_do_not_depend_on_session_settings() {
+    assert_eq!(Value::Int(-5).portable_literal(ColumnType::Int), "(-5)::bigint");
+    assert_eq!(Value::Null.portable_literal(ColumnType::Text), "NULL::text");
+    assert_eq!(Value::Bytes(vec![0, 0x5c]).portable_literal(ColumnType::Bytea), "decode('005c', 'hex')");
+    assert_eq!(
+        Value::Timestamp(1).portable_literal(ColumnType::TimestampTz),
+        "'2000-01-01 00:00:00.000001+00'::timestamptz"
+    );
+    assert_eq!(
+        Value::Timestamp(0).portable_literal(ColumnType::Timestamp),
+        "'2000-01-01 00:00:00'::timestamp"
+    );
+    assert_eq!(
+        Value::Timestamp(i64::MAX).portable_literal(ColumnType::TimestampTz),
+        "'infinity'::timestamptz"
+    );
+    let u = Value::Uuid([0x11; 16]).portable_literal(ColumnType::Uuid);
+    assert_eq!(u, "'11111111-1111-1111-1111-111111111111'::uuid");
+}
+
+#[test]
 fn bad_tables() {
     for (table, from, to) in
         [("", "a", "b"), ("a.b.c", "a", "b"), ("t", "", "b"), ("t", "a", "a"), (".t", "a", "b")]
