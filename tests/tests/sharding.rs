@@ -677,6 +677,9 @@ async fn lookup_vindexes_route_reads_and_are_kept_by_inserts() {
     let e = c.batch_execute("INSERT INTO accounts (id, email) VALUES (1000, 'u9@x')").await.unwrap_err();
     assert_eq!(sqlstate(&e).as_deref(), Some("23505"), "{e}");
     assert_eq!(rows(&c, "SELECT count(*) FROM accounts WHERE id = 1000").await, vec![vec![Some("0".into())]]);
+    let e =
+        c.batch_execute("INSERT INTO accounts (id, email) VALUES (1003, 'twice@x'), (1004, 'twice@x')").await;
+    assert_eq!(sqlstate(&e.unwrap_err()).as_deref(), Some("23505"));
     // A deleted row's lookup row is stale: the value can be used again, by another key.
     c.batch_execute("DELETE FROM accounts WHERE email = 'u8@x'").await.unwrap();
     c.batch_execute("INSERT INTO accounts (id, email, name) VALUES (1001, 'u8@x', 'again')").await.unwrap();

@@ -30,6 +30,7 @@ use vindex::{KeyspaceId, Lookup, LookupRow, Value};
 
 use super::shards::end_transaction;
 use super::{Session, Stop};
+use crate::config::PoolMode;
 use crate::error::{sqlstate, ClientError};
 use crate::pool::{BackendError, Pooled};
 use crate::protocol::backend::TxStatus;
@@ -69,6 +70,18 @@ fn shown(v: &Value) -> String {
         Value::Text(s) => s.clone(),
         other => other.to_string().trim_matches('\'').to_owned(),
     }
+}
+
+/// What PostgreSQL says of a duplicate key (here: in the lookup table's primary key).
+fn duplicate(lookup: &Lookup, column: &str, value: &Value) -> ClientError {
+    let table = lookup.table().name();
+    let table = table.rsplit('.').next().unwrap_or(&table);
+    ClientError::new(
+        "lookup",
+        UNIQUE_VIOLATION,
+        format!("duplicate key value violates unique constraint \"{table}_pkey\""),
+    )
+    .with_detail(format!("Key ({column})=({}) already exists.", shown(value)))
 }
 
 impl Session {
@@ -208,6 +221,15 @@ impl Session {
             if rows.is_empty() {
                 continue;
             }
+            if lookup.table().is_unique() {
+                // Two new rows with one value: the second would take the first's lookup row
+                // over before either owner row exists.
+                for (n, row) in rows.iter().enumerate() {
+                    if rows[..n].iter().any(|r| r.value == row.value && r.keyspace_id != row.keyspace_id) {
+                        return Err(duplicate(lookup, &write.column, &row.value));
+                    }
+                }
+            }
             let place = self.place_endpoint(place)?;
             let i = self.open_lookup_tx(place).await?;
             let sql = lookup.table().insert_literal_sql(&rows);
@@ -250,16 +272,7 @@ impl Session {
                 taken |= !self.owner_query(endpoint, &check).await?.is_empty();
             }
             if taken {
-                return Err(ClientError::new(
-                    "lookup",
-                    UNIQUE_VIOLATION,
-                    format!("duplicate key value violates unique constraint \"{table}_pkey\""),
-                )
-                .with_detail(format!(
-                    "Key ({})=({}) already exists.",
-                    write.column,
-                    shown(&row.value)
-                )));
+                return Err(duplicate(lookup, &write.column, &row.value));
             }
             let i = self.open_lookup_tx(place).await?;
             let sql = lookup.table().take_over_sql(&row.value, old, row.keyspace_id);
@@ -324,6 +337,8 @@ impl Session {
         if let Some(mut b) = self.backend.take() {
             let sql = if commit && result.is_ok() { "COMMIT" } else { "ROLLBACK" };
             match end_transaction(&mut b, sql).await {
+                // Session pooling keeps its backend for the whole session.
+                Ok(()) if self.mode == PoolMode::Session => self.backend = Some(b),
                 Ok(()) => drop(b),
                 Err(e) => {
                     drop(Pooled::take(b));
@@ -337,7 +352,9 @@ impl Session {
         let lookups = self.end_lookup_tx(committed).await;
         self.tx = TxStatus::Idle;
         self.begin = None;
-        self.release_all(None);
+        if self.mode != PoolMode::Session {
+            self.release_all(None);
+        }
         result?;
         match lookups {
             Err(e) if committed => Err(Stop::Refuse(e.with_detail(
