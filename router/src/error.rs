@@ -30,6 +30,7 @@ pub mod sqlstate {
     pub const INVALID_CURSOR_STATE: &str = "24000";
     pub const NOT_NULL_VIOLATION: &str = "23502";
     pub const TRANSACTION_ROLLBACK: &str = "40000";
+    pub const INVALID_SAVEPOINT_SPECIFICATION: &str = "3B001";
 }
 
 /// An error raised by the router (not by a backend), ready to be sent to the client.

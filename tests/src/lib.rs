@@ -62,8 +62,26 @@ fn run(mut c: Command, what: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// A free loopback port (bound, then released).
+/// A free loopback port (bound, then released) for a server a test starts later.
+///
+/// Taken below Linux's ephemeral range (32768 and up by default): a port the kernel hands out
+/// for `bind(0)` can be reused at once as the source port of some outgoing connection before
+/// the server binds it. Test processes start at different offsets (by pid) to avoid each other.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = std::process::id().wrapping_mul(7919);
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = LOW + base.wrapping_add(n.wrapping_mul(13)) % SPAN;
+        if let Ok(port) = u16::try_from(port) {
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
 }
 

@@ -32,6 +32,10 @@ async fn rows(c: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Option<String>>>
         .collect()
 }
 
+async fn count(c: &tokio_postgres::Client, sql: &str) -> i64 {
+    c.query_one(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}")).get(0)
+}
+
 fn shard_count(c: &Cluster, shard: usize, sql: &str) -> i64 {
     c.psql(shard, "app", sql).unwrap().trim().parse().unwrap()
 }
@@ -443,6 +447,112 @@ async fn extended_protocol_transactions_across_shards() {
     tx.commit().await.unwrap();
 }
 
+/// Savepoints in transactions over several shards: ROLLBACK TO undoes every shard's work
+/// since the savepoint, including shards that joined after it; RELEASE and nesting follow
+/// PostgreSQL; an error is recovered from with ROLLBACK TO; simple and extended protocol.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn savepoints_span_shards() {
+    let r = router(4);
+    let cl = sharded_cluster();
+    let mut c = r.connect().await.unwrap();
+    setup(&c).await;
+    // Eight rows go to every shard (checked below), after the savepoint and before it.
+    c.batch_execute("BEGIN").await.unwrap();
+    c.batch_execute("INSERT INTO users (id, name) VALUES (401, 'kept')").await.unwrap();
+    c.batch_execute("SAVEPOINT a").await.unwrap();
+    let values: Vec<String> = (402..=409).map(|id| format!("({id}, 'undone')")).collect();
+    c.batch_execute(&format!("INSERT INTO users (id, name) VALUES {}", values.join(", "))).await.unwrap();
+    c.batch_execute("UPDATE users SET score = -1").await.unwrap();
+    assert_eq!(count(&c, "SELECT count(*) FROM users WHERE score = -1").await, 49);
+    c.batch_execute("ROLLBACK TO SAVEPOINT a").await.unwrap();
+    assert_eq!(count(&c, "SELECT count(*) FROM users WHERE id > 400").await, 1);
+    assert_eq!(count(&c, "SELECT count(*) FROM users WHERE score = -1").await, 0);
+    c.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(count(&c, "SELECT count(*) FROM users WHERE id > 400").await, 1);
+    let mut touched = 0;
+    for shard in 0..4 {
+        touched += usize::from(
+            shard_count(cl, shard, "SELECT count(*) FROM users WHERE id BETWEEN 402 AND 409") == 0,
+        );
+    }
+    assert_eq!(touched, 4, "nothing of the rolled-back rows stays on any shard");
+
+    // A savepoint before any shard is touched; nesting; RELEASE keeps the work in the outer one.
+    c.batch_execute("BEGIN").await.unwrap();
+    c.batch_execute("SAVEPOINT outer_sp").await.unwrap();
+    c.batch_execute("INSERT INTO users (id, name) VALUES (411, 'n'), (412, 'n')").await.unwrap();
+    c.batch_execute("SAVEPOINT inner_sp").await.unwrap();
+    c.batch_execute("INSERT INTO users (id, name) VALUES (413, 'n'), (414, 'n'), (415, 'n')").await.unwrap();
+    c.batch_execute("RELEASE SAVEPOINT inner_sp").await.unwrap();
+    let e = c.batch_execute("ROLLBACK TO SAVEPOINT inner_sp").await.unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("3B001"), "{e}");
+    let e = c.batch_execute("SELECT 1").await.unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("25P02"), "{e}");
+    c.batch_execute("ROLLBACK TO SAVEPOINT outer_sp").await.unwrap();
+    assert_eq!(count(&c, "SELECT count(*) FROM users WHERE id BETWEEN 411 AND 415").await, 0);
+    c.batch_execute("INSERT INTO users (id, name) VALUES (416, 'n'), (417, 'n')").await.unwrap();
+    c.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(count(&c, "SELECT count(*) FROM users WHERE id BETWEEN 411 AND 417").await, 2);
+
+    // An error on one shard, recovered from with ROLLBACK TO; the transaction goes on.
+    c.batch_execute("BEGIN").await.unwrap();
+    c.batch_execute("INSERT INTO users (id, name) VALUES (421, 'e'), (422, 'e'), (423, 'e')").await.unwrap();
+    c.batch_execute("SAVEPOINT before_dup").await.unwrap();
+    let e = c.batch_execute("INSERT INTO users (id, name) VALUES (424, 'e'), (1, 'dup')").await.unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("23505"), "{e}");
+    let e = c.batch_execute("SELECT count(*) FROM users").await.unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("25P02"), "{e}");
+    c.batch_execute("ROLLBACK TO SAVEPOINT before_dup").await.unwrap();
+    c.batch_execute("INSERT INTO users (id, name) VALUES (425, 'e')").await.unwrap();
+    c.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(count(&c, "SELECT count(*) FROM users WHERE name = 'e'").await, 4);
+    assert_eq!(count(&c, "SELECT count(*) FROM users WHERE id = 1 AND name = 'user1'").await, 1);
+
+    // A savepoint inside a query string that runs on one shard is kept for later shards.
+    c.batch_execute("BEGIN").await.unwrap();
+    c.batch_execute("SAVEPOINT m; INSERT INTO users (id, name) VALUES (431, 'm')").await.unwrap();
+    c.batch_execute("INSERT INTO users (id, name) VALUES (432, 'm'), (433, 'm'), (434, 'm'), (435, 'm')")
+        .await
+        .unwrap();
+    c.batch_execute("ROLLBACK TO m").await.unwrap();
+    c.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(count(&c, "SELECT count(*) FROM users WHERE name = 'm'").await, 0);
+
+    // The extended protocol, and tokio-postgres nested transactions (savepoints).
+    let mut tx = c.transaction().await.unwrap();
+    tx.execute("SAVEPOINT x", &[]).await.unwrap();
+    for id in 441..=446i64 {
+        tx.execute("INSERT INTO users (id, name) VALUES ($1, 'x')", &[&id]).await.unwrap();
+    }
+    tx.execute("ROLLBACK TO SAVEPOINT x", &[]).await.unwrap();
+    tx.execute("INSERT INTO users (id, name) VALUES ($1, 'x')", &[&447i64]).await.unwrap();
+    {
+        let mut nested = tx.transaction().await.unwrap();
+        for id in 451..=456i64 {
+            nested.execute("INSERT INTO users (id, name) VALUES ($1, 'x')", &[&id]).await.unwrap();
+        }
+        let deeper = nested.transaction().await.unwrap();
+        deeper.execute("INSERT INTO users (id, name) VALUES ($1, 'x')", &[&457i64]).await.unwrap();
+        deeper.rollback().await.unwrap();
+        nested.commit().await.unwrap();
+    }
+    let n: i64 = tx.query_one("SELECT count(*) FROM users WHERE name = 'x'", &[]).await.unwrap().get(0);
+    assert_eq!(n, 7);
+    tx.commit().await.unwrap();
+    let ids: Vec<i64> = c
+        .query("SELECT id FROM users WHERE name = 'x' ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids, vec![447, 451, 452, 453, 454, 455, 456]);
+
+    // Outside a block: PostgreSQL's own error.
+    let e = c.batch_execute("SAVEPOINT lone").await.unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("25P01"), "{e}");
+}
+
 /// An error the router raises itself in the middle of a transaction (here: shards whose
 /// schemas disagree) aborts the transaction like any error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -706,10 +816,33 @@ async fn lookup_vindexes_route_reads_and_are_kept_by_inserts() {
         rows(&c, "SELECT id FROM accounts WHERE email = 'tx@x'").await,
         vec![vec![Some("2000".into())]]
     );
-    let e = c.batch_execute("SAVEPOINT s").await.unwrap_err();
-    assert_eq!(sqlstate(&e).as_deref(), Some("0A000"), "{e}");
     c.batch_execute("ROLLBACK").await.unwrap();
     assert_eq!(shard_count(cl, 0, "SELECT count(*) FROM account_emails WHERE email = 'tx@x'"), 0);
+    // Savepoints take the lookup rows along: ROLLBACK TO drops those added after the
+    // savepoint, whether the lookup transaction was opened before it or after.
+    c.batch_execute("BEGIN").await.unwrap();
+    c.batch_execute("SAVEPOINT first").await.unwrap();
+    c.batch_execute("INSERT INTO accounts (id, email, name) VALUES (2010, 'undone1@x', 'u')").await.unwrap();
+    c.batch_execute("ROLLBACK TO SAVEPOINT first").await.unwrap();
+    c.batch_execute("INSERT INTO accounts (id, email, name) VALUES (2011, 'kept@x', 'k')").await.unwrap();
+    c.batch_execute("SAVEPOINT second").await.unwrap();
+    c.batch_execute("INSERT INTO accounts (id, email, name) VALUES (2012, 'undone2@x', 'u')").await.unwrap();
+    assert_eq!(
+        rows(&c, "SELECT id FROM accounts WHERE email = 'undone2@x'").await,
+        vec![vec![Some("2012".into())]]
+    );
+    c.batch_execute("ROLLBACK TO SAVEPOINT second").await.unwrap();
+    assert!(rows(&c, "SELECT id FROM accounts WHERE email = 'undone2@x'").await.is_empty());
+    c.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(
+        shard_count(cl, 0, "SELECT count(*) FROM account_emails WHERE email IN ('undone1@x', 'undone2@x')"),
+        0
+    );
+    assert_eq!(shard_count(cl, 0, "SELECT count(*) FROM account_emails WHERE email = 'kept@x'"), 1);
+    assert_eq!(
+        rows(&c, "SELECT id FROM accounts WHERE email = 'kept@x'").await,
+        vec![vec![Some("2011".into())]]
+    );
     c.batch_execute("BEGIN").await.unwrap();
     c.batch_execute("INSERT INTO accounts (id, email, name) VALUES (2001, 'race@x', 'first')").await.unwrap();
     let c2 = r.connect().await.unwrap();

@@ -12,6 +12,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use planner::{Action, InsertSplit, Scatter, TxControl};
 
 use super::classify::classify;
+use super::savepoints::SavepointStep;
 use super::simple::plan_error;
 use super::statements::StatementDef;
 use super::{unsupported_error, Deferred, End, Session, Stop, Unnamed, UnnamedText};
@@ -53,9 +54,12 @@ enum PortalKind {
         ids: Option<Vec<i64>>,
     },
     ShowRoute(String),
-    /// A statement the router answers with a CommandComplete alone (COMMIT/ROLLBACK of a
-    /// transaction that never reached a shard).
-    Complete(&'static str),
+    /// A statement the router answers with a CommandComplete alone: COMMIT/ROLLBACK of a
+    /// transaction that never reached a shard (`ends_block`), a savepoint statement.
+    Complete {
+        tag: &'static str,
+        ends_block: bool,
+    },
 }
 
 /// The rows of a split INSERT portal, by shard.
@@ -267,9 +271,6 @@ impl Session {
                             Err(Stop::Refuse(e)) => return self.refuse_bind(e),
                         }
                     }
-                    TxControl::Savepoint(_) => {
-                        return self.refuse_bind(unsupported_error(super::simple::LOOKUP_SAVEPOINT))
-                    }
                     _ => {}
                 }
             }
@@ -277,8 +278,19 @@ impl Session {
         let kind =
             match &plan.action {
                 Action::Transaction(_) if ended_block.is_some() => {
-                    PortalKind::Complete(ended_block.unwrap_or("COMMIT"))
+                    PortalKind::Complete { tag: ended_block.unwrap_or("COMMIT"), ends_block: true }
                 }
+                Action::Transaction(
+                    tc @ (TxControl::Savepoint(_) | TxControl::Release(_) | TxControl::RollbackTo(_)),
+                ) => match self.spread_savepoint(tc).await {
+                    Ok(SavepointStep::Forward) => {
+                        let endpoint = self.preferred();
+                        return self.bind_on(endpoint, &frame, &bind, def).await;
+                    }
+                    Ok(SavepointStep::Answered(tag)) => PortalKind::Complete { tag, ends_block: false },
+                    Err(Stop::End(e)) => return Err(e),
+                    Err(Stop::Refuse(e)) => return self.refuse_bind(e),
+                },
                 Action::Route(route) => {
                     let endpoints = match self.resolve_target(&route.target, Some(&bound)).await {
                         Ok(e) => e,
@@ -356,7 +368,7 @@ impl Session {
                     // The transaction never reached a shard (lazy BEGIN, then a refusal).
                     let commit = matches!(tc, TxControl::Commit)
                         && self.tx != crate::protocol::backend::TxStatus::Failed;
-                    PortalKind::Complete(if commit { "COMMIT" } else { "ROLLBACK" })
+                    PortalKind::Complete { tag: if commit { "COMMIT" } else { "ROLLBACK" }, ends_block: true }
                 }
                 Action::Transaction(TxControl::Begin) => {
                     if self.tx == crate::protocol::backend::TxStatus::Idle {
@@ -371,7 +383,7 @@ impl Session {
                     return self.bind_on(endpoint, &frame, &bind, def).await;
                 }
             };
-        if matches!(kind, PortalKind::Complete(_)) {
+        if matches!(kind, PortalKind::Complete { .. }) {
             // No shard is involved: answer the batch's Parses here (they are prepared lazily
             // wherever they are used later).
             self.refuse_deferred();
@@ -519,7 +531,7 @@ impl Session {
                 self.synthetic(out.freeze());
                 return Ok(());
             }
-            PortalKind::Complete(_) => {
+            PortalKind::Complete { .. } => {
                 let mut out = BytesMut::new();
                 backend::no_data(&mut out);
                 self.synthetic(out.freeze());
@@ -655,12 +667,14 @@ impl Session {
                 self.synthetic(out.freeze());
                 return Ok(());
             }
-            PortalKind::Complete(tag) => {
+            &PortalKind::Complete { tag, ends_block } => {
                 let mut out = BytesMut::new();
                 backend::command_complete(&mut out, tag);
                 self.synthetic(out.freeze());
-                self.tx = crate::protocol::backend::TxStatus::Idle;
-                self.begin = None;
+                if ends_block {
+                    self.tx = crate::protocol::backend::TxStatus::Idle;
+                    self.block_ended();
+                }
                 return Ok(());
             }
             PortalKind::Scatter { endpoints, scatter } => (endpoints.clone(), Some(scatter.clone()), None),

@@ -22,6 +22,8 @@
 //!   column is refused by the planner.
 //!
 //! Reads inside a transaction that added lookup rows go through `lookup_tx`, so they see them.
+//! The lookup transaction takes the block's savepoints like a shard does (see [`super::savepoints`]),
+//! so `ROLLBACK TO` removes the lookup rows added since the savepoint.
 
 use std::str::FromStr;
 
@@ -29,7 +31,7 @@ use planner::{InsertSplit, KeyExpr, LookupWrite, Target};
 use vindex::{KeyspaceId, Lookup, LookupRow, Value};
 
 use super::shards::end_transaction;
-use super::{Session, Stop};
+use super::{own_statement_error, Session, Stop};
 use crate::config::PoolMode;
 use crate::error::{sqlstate, ClientError};
 use crate::pool::{BackendError, Pooled};
@@ -40,16 +42,7 @@ const UNIQUE_VIOLATION: &str = "23505";
 const SERIALIZATION_FAILURE: &str = "40001";
 
 fn lookup_error(e: BackendError, what: &str) -> ClientError {
-    match e {
-        BackendError::Server { code, message, shard } => {
-            ClientError::new("lookup", sqlstate::INTERNAL_ERROR, message)
-                .with_code(code)
-                .with_detail(format!("Reported by shard {shard} while pg-router {what}."))
-        }
-        other => {
-            ClientError::new("backend_lost", sqlstate::CONNECTION_FAILURE, format!("pg-router: {other}"))
-        }
-    }
+    own_statement_error(e, "lookup", &format!("Reported by shard {{shard}} while pg-router {what}."))
 }
 
 fn bad_row(table: &str) -> ClientError {
@@ -157,6 +150,8 @@ impl Session {
             Err(e) => {
                 let (_, conn) = self.lookup_tx.swap_remove(i);
                 drop(Pooled::take(conn));
+                // The block's earlier lookup rows went with it.
+                self.block_lost |= self.tx != TxStatus::Idle;
                 Err(lookup_error(e, what))
             }
         }
@@ -168,7 +163,10 @@ impl Session {
             return Ok(i);
         }
         let mut conn = self.checkout(endpoint).await?;
-        if let Err(e) = conn.query_in_transaction("BEGIN").await {
+        // Inside a block it takes the block's savepoints, so ROLLBACK TO undoes its rows too.
+        let begin =
+            if self.tx == TxStatus::Idle { "BEGIN".to_owned() } else { self.with_savepoints("BEGIN") };
+        if let Err(e) = conn.query_in_transaction(&begin).await {
             drop(Pooled::take(conn));
             return Err(lookup_error(e, "opened a transaction for lookup rows"));
         }
@@ -351,7 +349,7 @@ impl Session {
         let committed = commit && result.is_ok();
         let lookups = self.end_lookup_tx(committed).await;
         self.tx = TxStatus::Idle;
-        self.begin = None;
+        self.block_ended();
         if self.mode != PoolMode::Session {
             self.release_all(None);
         }

@@ -15,6 +15,7 @@ mod extended;
 pub mod login;
 mod lookup;
 pub mod pending;
+mod savepoints;
 mod shards;
 mod simple;
 pub mod statements;
@@ -246,6 +247,21 @@ fn backend_error(e: BackendError) -> ClientError {
     }
 }
 
+/// A shard's failure on a statement of the router's own: the shard's error with its SQLSTATE
+/// and `detail` (which may name the shard as `{shard}`), or 08006 when the connection failed.
+fn own_statement_error(e: BackendError, kind: &'static str, detail: &str) -> ClientError {
+    match e {
+        BackendError::Server { code, message, shard } => {
+            ClientError::new(kind, sqlstate::INTERNAL_ERROR, message)
+                .with_code(code)
+                .with_detail(detail.replace("{shard}", &shard))
+        }
+        other => {
+            ClientError::new("backend_lost", sqlstate::CONNECTION_FAILURE, format!("pg-router: {other}"))
+        }
+    }
+}
+
 /// The unnamed prepared statement, kept so it can be parsed again on another shard.
 struct Unnamed {
     text: Arc<UnnamedText>,
@@ -333,6 +349,10 @@ struct Session {
     tx: TxStatus,
     /// The open transaction block's BEGIN, replayed on every shard that joins it.
     begin: Option<String>,
+    /// The block's open savepoints, oldest first (see [`savepoints`]).
+    savepoints: Vec<String>,
+    /// A shard's part of the block was lost: only ROLLBACK can end it.
+    block_lost: bool,
     /// Extended-protocol messages went to `backend` since its last Sync.
     unsynced: bool,
     in_copy: bool,
@@ -417,6 +437,8 @@ impl Session {
             pending: Pending::default(),
             tx: TxStatus::Idle,
             begin: None,
+            savepoints: Vec::new(),
+            block_lost: false,
             unsynced: false,
             in_copy: false,
             client_skip: false,
@@ -793,7 +815,11 @@ impl Session {
                     self.tx = msg.get(5).and_then(|&s| TxStatus::from_byte(s)).unwrap_or(TxStatus::Failed);
                     self.in_copy = false;
                     match self.tx {
-                        TxStatus::Idle => self.begin = None,
+                        TxStatus::Idle => {
+                            self.begin = None;
+                            self.savepoints.clear();
+                            self.block_lost = false;
+                        }
                         _ if self.begin.is_none() => self.begin = Some("BEGIN".to_owned()),
                         _ => {}
                     }

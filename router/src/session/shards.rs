@@ -133,7 +133,7 @@ impl Session {
             self.backend = Some(conn);
             self.endpoint = endpoint;
             if self.tx != TxStatus::Idle {
-                let begin = self.begin.clone().unwrap_or_else(|| "BEGIN".to_owned());
+                let begin = self.begin_sql();
                 let mut out = BytesMut::new();
                 frontend::encode_query(&mut out, &begin);
                 self.send(&out, Some(Expect::HiddenQuery));
@@ -282,8 +282,7 @@ impl Session {
             }
             match self.checkout(endpoint).await {
                 Ok(conn) => {
-                    let begin = (self.tx != TxStatus::Idle)
-                        .then(|| self.begin.clone().unwrap_or_else(|| "BEGIN".to_owned()));
+                    let begin = (self.tx != TxStatus::Idle).then(|| self.begin_sql());
                     legs.push(Leg { endpoint, conn, begin, settings: None });
                 }
                 Err(e) => {
@@ -323,6 +322,8 @@ impl Session {
             let begin_not_sent = outcome.is_none() && leg.begin.is_some();
             if broken {
                 drop(Pooled::take(leg.conn));
+                // Its part of an open block is gone with it.
+                self.block_lost |= self.tx != TxStatus::Idle;
             } else if begin_not_sent {
                 // Joined the transaction on paper only: it never got the BEGIN, so it must not
                 // serve the transaction's next statements.
@@ -338,7 +339,7 @@ impl Session {
             }
         }
         if self.tx == TxStatus::Idle {
-            self.begin = None;
+            self.block_ended();
         }
         if abort_leg && self.backend.is_some() {
             // Make the shard that now serves the transaction fail it too, so its next

@@ -6,6 +6,7 @@ use bytes::BytesMut;
 use planner::{Action, AutoFill, InsertSplit, KeyExpr, Plan, PlanError, Route, Scatter, Target, TxControl};
 
 use super::classify::{classify, SessionEffect};
+use super::savepoints::SavepointStep;
 use super::shards::complete_and_ready;
 use super::{raise_sql, unsupported_error, End, Session, Stop};
 use crate::error::{sqlstate, ClientError};
@@ -302,9 +303,27 @@ impl Session {
         if ends_transaction && (!self.others.is_empty() || !self.lookup_tx.is_empty()) {
             return self
                 .reject(not_supported(
-                    "pg-router: this transaction spans several shards; send COMMIT or ROLLBACK as its own query",
+                    "pg-router: this transaction spans several shards; send transaction control statements \
+                     (COMMIT, ROLLBACK, SAVEPOINT...) as queries of their own",
                 ))
                 .await;
+        }
+        if ends_transaction {
+            // The string runs on one shard; keep the savepoints it opens for shards joining later.
+            let mut open = self.tx != TxStatus::Idle;
+            for part in parts {
+                match &part.action {
+                    Action::Transaction(TxControl::Begin) => open = true,
+                    Action::Transaction(TxControl::Commit | TxControl::Rollback) => {
+                        open = false;
+                        self.savepoints.clear();
+                    }
+                    Action::Transaction(tc) if open => {
+                        self.note_savepoint(tc);
+                    }
+                    _ => {}
+                }
+            }
         }
         let endpoint = target.unwrap_or_else(|| self.preferred());
         self.pass(frame, endpoint, effects).await
@@ -365,7 +384,7 @@ impl Session {
                 };
                 if nothing_held && self.tx != TxStatus::Idle {
                     self.tx = TxStatus::Idle;
-                    self.begin = None;
+                    self.block_ended();
                     let tag = if commit { "COMMIT" } else { "ROLLBACK" };
                     self.synthetic(complete_and_ready(tag, TxStatus::Idle));
                     return Ok(());
@@ -384,19 +403,19 @@ impl Session {
                 let endpoint = self.preferred();
                 self.pass(frame, endpoint, effects).await
             }
-            TxControl::Savepoint(_) if !self.lookup_tx.is_empty() => {
-                self.reject(not_supported(LOOKUP_SAVEPOINT)).await
-            }
             TxControl::Savepoint(_) | TxControl::Release(_) | TxControl::RollbackTo(_) => {
-                if !self.others.is_empty() {
-                    return self
-                        .reject(not_supported(
-                            "pg-router: savepoints in a transaction that spans several shards are not supported",
-                        ))
-                        .await;
+                match self.spread_savepoint(tc).await {
+                    Ok(SavepointStep::Forward) => {
+                        let endpoint = self.preferred();
+                        self.pass(frame, endpoint, effects).await
+                    }
+                    Ok(SavepointStep::Answered(tag)) => {
+                        self.synthetic(complete_and_ready(tag, self.tx));
+                        Ok(())
+                    }
+                    Err(Stop::End(e)) => Err(e),
+                    Err(Stop::Refuse(e)) => self.reject(e).await,
                 }
-                let endpoint = self.preferred();
-                self.pass(frame, endpoint, effects).await
             }
             TxControl::TwoPhase => self.reject(not_supported(TWO_PHASE)).await,
         }
@@ -573,9 +592,6 @@ pub(super) fn is_show_route(text: &str) -> bool {
 const MULTI_FAN_OUT: &str = "pg-router: DDL on several shards, INSERTs whose rows go to several shards or \
                              that add lookup rows, and SHOW ROUTE must be sent as their own query, not in a \
                              query string with several statements";
-
-pub(super) const LOOKUP_SAVEPOINT: &str =
-    "pg-router: SAVEPOINT after an INSERT that added lookup rows is not supported in the same transaction";
 
 const TWO_PHASE: &str = "pg-router: PREPARE TRANSACTION, COMMIT PREPARED and ROLLBACK PREPARED cannot be \
                          sent through the router";
