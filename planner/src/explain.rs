@@ -94,6 +94,16 @@ fn write_plan(out: &mut String, plan: &Plan, depth: usize) {
         Action::Session => "Session".to_owned(),
         Action::ShowRoute(_) => "ShowRoute".to_owned(),
         Action::Multi(_) => "Multi".to_owned(),
+        Action::CopyIn(c) => format!(
+            "CopyIn keyspace={} table={} key={} vindex={} position={} format={:?}{}",
+            c.keyspace,
+            c.table,
+            c.column,
+            c.vindex.vindex.name(),
+            c.position.map_or_else(|| "from-catalog".to_owned(), |p| p.to_string()),
+            c.format.kind,
+            if c.format.header { " header" } else { "" }
+        ),
     };
     let _ = write!(head, " class={}", plan.class.as_str());
     if plan.params > 0 {

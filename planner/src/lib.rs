@@ -69,6 +69,7 @@
 
 mod analyze;
 mod cache;
+mod copy;
 pub mod error;
 mod explain;
 mod expr;

@@ -59,6 +59,7 @@ impl Plan {
                 .chain(i.lookups.iter().filter_map(|l| l.vindex.lookup_keyspace.as_deref()))
                 .collect(),
             Action::Broadcast(b) => b.keyspaces.iter().map(String::as_str).collect(),
+            Action::CopyIn(c) => vec![c.keyspace.as_str()],
             Action::Transaction(_) | Action::Session | Action::ShowRoute(_) | Action::Multi(_) => Vec::new(),
         }
     }
@@ -113,6 +114,45 @@ pub enum Action {
     /// Several statements in one simple Query. The router runs them as one text on one shard
     /// when every part resolves to the same single shard, and refuses otherwise.
     Multi(Vec<Arc<Plan>>),
+    /// `COPY <sharded table> FROM STDIN`: the router sends the statement to every shard of the
+    /// keyspace and each row of the client's data to the shard of its sharding key.
+    CopyIn(CopyIn),
+}
+
+/// A `COPY ... FROM STDIN` into a sharded table ([`Action::CopyIn`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CopyIn {
+    pub keyspace: String,
+    /// The table as the client wrote it (the router asks a shard for its column order when
+    /// the COPY has no column list).
+    pub table: String,
+    /// The table's primary vindex (functional, one column) and its column.
+    pub vindex: KeyVindex,
+    pub column: String,
+    /// The sharding column's position in each row, when the COPY has a column list.
+    pub position: Option<usize>,
+    pub format: CopyFormat,
+}
+
+/// How COPY data is laid out (PostgreSQL's defaults filled in).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyFormat {
+    pub kind: CopyKind,
+    pub delimiter: u8,
+    /// The string that stands for NULL (compared with the raw field in text format).
+    pub null: Vec<u8>,
+    /// CSV only.
+    pub quote: u8,
+    pub escape: u8,
+    /// The first line is a header (every shard gets it, so `HEADER` behaves as on one server).
+    pub header: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyKind {
+    Text,
+    Csv,
+    Binary,
 }
 
 /// Where a statement runs.

@@ -2,12 +2,13 @@
 //! transaction and session statements.
 
 use sqlparser::ast::{
-    CommentObject, CopySource, Expr, Insert, ObjectName, ObjectType, OnConflictAction, OnInsert, Query,
-    SetExpr, Statement, TableObject, Update,
+    CommentObject, Expr, Insert, ObjectName, ObjectType, OnConflictAction, OnInsert, Query, SetExpr,
+    Statement, TableObject, Update,
 };
 use vindex::{TableInfo, TableKind};
 
 use crate::analyze::{self, Analysis, BlockKind, Class, RelClass};
+use crate::copy::CopyStatement;
 use crate::error::PlanError;
 use crate::parse;
 use crate::plan::{
@@ -80,13 +81,15 @@ impl Planner {
             | Statement::Prepare { .. }
             | Statement::Execute { .. } => Ok((C::Session, Action::Session)),
             Statement::Explain { statement, analyze, .. } => self.plan_explain(statement, *analyze, text),
-            Statement::Copy { source, to, .. } => Ok((C::Other, self.plan_copy(source, *to)?)),
+            Statement::Copy { source, to, target, options, legacy_options, .. } => {
+                self.plan_copy(&CopyStatement { source, to: *to, target, options, legacy: legacy_options })
+            }
             _ => self.plan_ddl(stmt, text),
         }
     }
 
     /// SELECT (and any query).
-    fn plan_query(&self, q: &Query) -> Result<Action, PlanError> {
+    pub(crate) fn plan_query(&self, q: &Query) -> Result<Action, PlanError> {
         let mut a = Analysis::new(self.vschema(), &self.lookups);
         a.walk_top_query(q);
         check_analysis(&mut a)?;
@@ -314,15 +317,7 @@ impl Planner {
             else {
                 continue;
             };
-            let owned = self
-                .vschema()
-                .doc()
-                .keyspaces
-                .get(t.keyspace())
-                .and_then(|k| k.vindexes.get(cv.vindex.name()))
-                .and_then(|v| v.owner.as_deref())
-                == Some(name);
-            if !owned {
+            if !self.owns_lookup(t, cv.vindex.name()) {
                 continue;
             }
             let col = &cv.column;
@@ -370,29 +365,6 @@ impl Planner {
             _ => Err(PlanError::unsupported(
                 "EXPLAIN of a statement that runs on several shards is not supported; use SHOW ROUTE FOR <statement> to see its plan",
             )),
-        }
-    }
-
-    fn plan_copy(&self, source: &CopySource, to: bool) -> Result<Action, PlanError> {
-        match source {
-            CopySource::Query(q) => match self.plan_query(q)? {
-                a @ Action::Route(Route { scatter: None, .. }) => Ok(a),
-                _ => Err(PlanError::unsupported("COPY (query) TO across shards is not supported yet")),
-            },
-            CopySource::Table { table_name, .. } => match analyze::classify_name(self.vschema(), table_name) {
-                RelClass::Catalog => Ok(route(Target::Any)),
-                RelClass::Unsharded(keyspace) => Ok(route(Target::Unsharded { keyspace })),
-                RelClass::Unknown(table) => match self.default_keyspace() {
-                    Some(ks) => Ok(route(Target::Unsharded { keyspace: ks.to_owned() })),
-                    None => Err(PlanError::UnknownTable { table }),
-                },
-                RelClass::Reference(t) if to => Ok(route(Target::AnyOf { keyspace: t.keyspace().to_owned() })),
-                RelClass::Reference(_) => Err(PlanError::unsupported("COPY into a reference table is not supported yet")),
-                RelClass::Sharded(_) if to => Err(PlanError::unsupported(
-                    "COPY from a sharded table is not supported yet; use COPY (SELECT ... WHERE <sharding key> = ...) TO STDOUT",
-                )),
-                RelClass::Sharded(_) => Err(PlanError::unsupported("COPY into a sharded table is not supported yet")),
-            },
         }
     }
 

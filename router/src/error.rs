@@ -31,6 +31,8 @@ pub mod sqlstate {
     pub const NOT_NULL_VIOLATION: &str = "23502";
     pub const TRANSACTION_ROLLBACK: &str = "40000";
     pub const INVALID_SAVEPOINT_SPECIFICATION: &str = "3B001";
+    pub const QUERY_CANCELED: &str = "57014";
+    pub const UNDEFINED_COLUMN: &str = "42703";
 }
 
 /// An error raised by the router (not by a backend), ready to be sent to the client.

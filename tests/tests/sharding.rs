@@ -2,7 +2,9 @@
 //! merges, split INSERTs, broadcast DDL, cross-shard transactions, refusals.
 #![allow(clippy::unwrap_used)]
 
-use pg_router_tests::{commerce_routing, sharded_cluster, sqlstate, Cluster, Router, RouterOptions};
+use pg_router_tests::{
+    commerce_routing, run_tool, sharded_cluster, sqlstate, Cluster, Router, RouterOptions,
+};
 use tokio_postgres::SimpleQueryMessage;
 
 fn router(shards: usize) -> Router {
@@ -553,6 +555,130 @@ async fn savepoints_span_shards() {
     assert_eq!(sqlstate(&e).as_deref(), Some("25P01"), "{e}");
 }
 
+/// Runs psql against the router with these commands (each `-c`), in one session.
+fn psql_router(r: &Router, commands: &[&str]) -> (bool, String) {
+    let info = r.conninfo("");
+    let mut args = vec!["-X", "-At", "-v", "ON_ERROR_STOP=1", info.as_str()];
+    for c in commands {
+        args.push("-c");
+        args.push(c);
+    }
+    run_tool("psql", &args)
+}
+
+/// COPY FROM STDIN into a sharded table (psql's `\copy`): every row lands on the shard of its
+/// key, in text (no column list: the key's position comes from the catalog), CSV (header,
+/// quotes, embedded newlines) and binary; a bad row anywhere fails the whole COPY; inside a
+/// transaction the rows follow it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_into_a_sharded_table_sends_each_row_to_its_shard() {
+    let r = router(4);
+    let cl = sharded_cluster();
+    let c = r.connect().await.unwrap();
+    setup(&c).await;
+    let dir = std::env::temp_dir().join(format!("pgr-copy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = |name: &str, data: &[u8]| {
+        let p = dir.join(name);
+        std::fs::write(&p, data).unwrap();
+        p.display().to_string()
+    };
+    // Text, table column order (id, user_id, amount, qty).
+    let text: String = (1001..=1500).map(|id| format!("{id}\t{}\t{id}.50\t\\N\n", id % 40 + 1)).collect();
+    let path = file("orders.txt", text.as_bytes());
+    let (ok, out) = psql_router(&r, &[&format!("\\copy orders FROM '{path}'")]);
+    assert!(ok && out.contains("COPY 500"), "{out}");
+    // CSV with a header, a column list in another order, quoted fields over several lines.
+    let mut csv = String::from("user_id,id,amount,qty\n");
+    for id in 1501..=1800 {
+        csv.push_str(&format!("\"{}\",{id},{id}.25,\"{}\"\n", id % 40 + 1, id % 7));
+    }
+    let path = file("orders.csv", csv.as_bytes());
+    let (ok, out) = psql_router(
+        &r,
+        &[&format!("\\copy orders (user_id, id, amount, qty) FROM '{path}' WITH (FORMAT csv, HEADER)")],
+    );
+    assert!(ok && out.contains("COPY 300"), "{out}");
+    // Each row is where a query routed by its key finds it.
+    let mut found = 0;
+    for user in 1..=40i64 {
+        let n: i64 = c
+            .query_one("SELECT count(*) FROM orders WHERE user_id = $1 AND id > 1000", &[&user])
+            .await
+            .unwrap()
+            .get(0);
+        found += n;
+    }
+    assert_eq!(found, 800);
+    let mut per_shard = 0;
+    for shard in 0..4 {
+        let n = shard_count(cl, shard, "SELECT count(*) FROM orders WHERE id > 1000");
+        assert!(n > 0, "shard {shard} got rows");
+        per_shard += n;
+    }
+    assert_eq!(per_shard, 800);
+    let qty: i64 = (1501..=1800).map(|id| id % 7).sum();
+    assert_eq!(count(&c, "SELECT sum(qty) FROM orders WHERE id BETWEEN 1501 AND 1800").await, qty);
+
+    // Binary, keyed by users.id.
+    let mut bin = b"PGCOPY\n\xff\r\n\0".to_vec();
+    bin.extend_from_slice(&[0; 8]);
+    for id in 2001..=2050i64 {
+        let name = format!("bin{id}");
+        bin.extend_from_slice(&2i16.to_be_bytes());
+        bin.extend_from_slice(&8i32.to_be_bytes());
+        bin.extend_from_slice(&id.to_be_bytes());
+        bin.extend_from_slice(&(name.len() as i32).to_be_bytes());
+        bin.extend_from_slice(name.as_bytes());
+    }
+    bin.extend_from_slice(&(-1i16).to_be_bytes());
+    let path = file("users.bin", &bin);
+    let (ok, out) =
+        psql_router(&r, &[&format!("\\copy users (id, name) FROM '{path}' WITH (FORMAT binary)")]);
+    assert!(ok && out.contains("COPY 50"), "{out}");
+    for id in [2001i64, 2025, 2050] {
+        let name: String = c.query_one("SELECT name FROM users WHERE id = $1", &[&id]).await.unwrap().get(0);
+        assert_eq!(name, format!("bin{id}"));
+    }
+
+    // A row a shard rejects fails the whole COPY: no shard keeps any of its rows.
+    let mut bad: String = (3001..=3100).map(|id| format!("{id}\t{}\t1\t1\n", id % 40 + 1)).collect();
+    bad.push_str("3101\t5\t1\tnot a number\n");
+    // Enough rows after it that the shard reports the error while data is still streaming.
+    bad.push_str(&(3102..=40000).map(|id| format!("{id}\t{}\t1\t1\n", id % 40 + 1)).collect::<String>());
+    let path = file("bad.txt", bad.as_bytes());
+    let (ok, out) = psql_router(&r, &[&format!("\\copy orders FROM '{path}'")]);
+    assert!(!ok && out.contains("invalid input syntax for type integer"), "{out}");
+    assert_eq!(count(&c, "SELECT count(*) FROM orders WHERE id > 3000").await, 0);
+    // A row the router cannot place (NULL key) fails it too, with PostgreSQL's SQLSTATE.
+    let path = file("null.txt", b"3201\t5\t1\t1\n3202\t\\N\t1\t1\n");
+    let (ok, out) = psql_router(&r, &[&format!("\\copy orders FROM '{path}'")]);
+    assert!(!ok && out.contains("must not be NULL"), "{out}");
+    assert_eq!(count(&c, "SELECT count(*) FROM orders WHERE id > 3000").await, 0);
+    // The session goes on after a failed COPY.
+    let info = r.conninfo("");
+    let copy_null = format!("\\copy orders FROM '{path}'");
+    let (_, out) = run_tool("psql", &["-X", "-At", &info, "-c", &copy_null, "-c", "SELECT 'alive'"]);
+    assert!(out.contains("must not be NULL") && out.contains("alive"), "{out}");
+
+    // Inside a transaction: rolled back with it, or committed with it.
+    let path =
+        file("tx.txt", (4001..=4040).map(|id| format!("{id}\t{id}\t1\t1\n")).collect::<String>().as_bytes());
+    let copy = format!("\\copy orders FROM '{path}'");
+    let (ok, out) =
+        psql_router(&r, &["BEGIN", &copy, "SELECT count(*) FROM orders WHERE id > 4000", "ROLLBACK"]);
+    assert!(ok && out.contains("\n40\n"), "{out}");
+    assert_eq!(count(&c, "SELECT count(*) FROM orders WHERE id > 4000").await, 0);
+    let (ok, out) = psql_router(&r, &["BEGIN", &copy, "COMMIT"]);
+    assert!(ok, "{out}");
+    assert_eq!(count(&c, "SELECT count(*) FROM orders WHERE id > 4000").await, 40);
+
+    // The extended protocol (tokio-postgres) is refused rather than sent to one shard.
+    let e = c.copy_in::<_, bytes::Bytes>("COPY orders FROM STDIN").await.err().unwrap();
+    assert_eq!(sqlstate(&e).as_deref(), Some("0A000"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// An error the router raises itself in the middle of a transaction (here: shards whose
 /// schemas disagree) aborts the transaction like any error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -641,16 +767,31 @@ async fn row_limited_executes_fetch_cross_shard_results_in_chunks_as_postgres_do
             assert_eq!(got, want, "{sql} in chunks of {n}");
         }
     }
-    // The portal survives between Executes in a transaction; statements that write on several
-    // shards still refuse a row limit.
+    // A write with a row limit runs whole at its first Execute, as in PostgreSQL (pgJDBC's
+    // executeUpdate sends Execute with max_rows 1); RETURNING rows come in chunks.
+    let sql = "UPDATE products SET price = price + 1 RETURNING sku";
+    for n in [1, 7, 50] {
+        let got = portal_chunks(&mut routed, sql, &[], n).await;
+        let want = portal_chunks(&mut plain, sql, &[], n).await;
+        let sizes = |c: &Vec<Vec<Vec<String>>>| c.iter().map(Vec::len).collect::<Vec<_>>();
+        assert_eq!(sizes(&got), sizes(&want), "{sql} in chunks of {n}");
+        let sorted = |c: Vec<Vec<Vec<String>>>| {
+            let mut rows: Vec<Vec<String>> = c.into_iter().flatten().collect();
+            rows.sort();
+            rows
+        };
+        assert_eq!(sorted(got), sorted(want), "{sql} in chunks of {n}");
+    }
     let tx = routed.transaction().await.unwrap();
-    let stmt = tx.prepare("UPDATE products SET price = price + 1 RETURNING sku").await.unwrap();
+    let stmt = tx.prepare("UPDATE products SET price = price + 100").await.unwrap();
     let portal = tx.bind(&stmt, &[]).await.unwrap();
-    let e = tx.query_portal(&portal, 5).await.unwrap_err();
-    assert_eq!(sqlstate(&e).as_deref(), Some("0A000"), "{e}");
-    drop(tx);
-    let n: i64 = routed.query_one("SELECT count(*) FROM products", &[]).await.unwrap().get(0);
-    assert_eq!(n, 50);
+    assert!(tx.query_portal(&portal, 1).await.unwrap().is_empty());
+    let n: i64 = tx.query_one("SELECT count(*) FROM products WHERE price >= 100", &[]).await.unwrap().get(0);
+    assert_eq!(n, 50, "the whole UPDATE ran at the first Execute");
+    tx.rollback().await.unwrap();
+    let n: i64 =
+        routed.query_one("SELECT count(*) FROM products WHERE price >= 100", &[]).await.unwrap().get(0);
+    assert_eq!(n, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

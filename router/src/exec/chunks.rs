@@ -115,12 +115,18 @@ pub struct Chunks {
     frames: VecDeque<Bytes>,
     /// The command word of the final tag (`SELECT`).
     verb: String,
+    /// The result's own final tag (`DELETE 20`).
+    tag: String,
+    /// End with `tag` rather than the rows of the last chunk (a write's count is its whole
+    /// count, whatever the row limit).
+    whole_tag: bool,
 }
 
 impl Chunks {
     fn from_frames(all: Bytes) -> Self {
         let mut frames = VecDeque::new();
         let mut verb = "SELECT".to_owned();
+        let mut whole = String::new();
         let mut at = 0;
         for frame in self::frames(&all) {
             let bytes = all.slice(at..at + frame.len());
@@ -129,17 +135,25 @@ impl Chunks {
                 let tag = frame.get(5..).unwrap_or_default().split(|b| *b == 0).next().unwrap_or_default();
                 let tag = String::from_utf8_lossy(tag);
                 verb = tag.rsplit_once(' ').map_or(tag.as_ref(), |(v, _)| v).to_owned();
+                whole = tag.into_owned();
             } else {
                 frames.push_back(bytes);
             }
         }
-        Self { frames, verb }
+        Self { frames, verb, tag: whole, whole_tag: false }
+    }
+
+    /// Ends with the result's own tag (a write: `UPDATE 7` whatever the row limit).
+    #[must_use]
+    pub fn with_whole_tag(mut self) -> Self {
+        self.whole_tag = !self.tag.is_empty();
+        self
     }
 
     /// A result already handed out whole.
     #[must_use]
     pub fn exhausted(verb: &str) -> Self {
-        Self { frames: VecDeque::new(), verb: verb.to_owned() }
+        Self { frames: VecDeque::new(), verb: verb.to_owned(), tag: String::new(), whole_tag: false }
     }
 
     /// The reply to one `Execute` with row limit `max_rows` (0: no limit).
@@ -160,6 +174,8 @@ impl Chunks {
         if max_rows > 0 && sent == max_rows {
             out.put_u8(b's');
             out.put_i32(4);
+        } else if self.whole_tag {
+            backend::command_complete(&mut out, &self.tag);
         } else {
             backend::command_complete(&mut out, &format!("{} {sent}", self.verb));
         }

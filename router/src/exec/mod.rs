@@ -12,6 +12,7 @@
 //! session drops its connection.
 
 pub mod chunks;
+pub mod copy;
 pub mod fanout;
 pub mod insert;
 pub mod merge;

@@ -19,7 +19,7 @@ use super::{unsupported_error, Deferred, End, Session, Stop, Unnamed, UnnamedTex
 use crate::error::{sqlstate, ClientError};
 use crate::exec::chunks::{Capture, Chunks};
 use crate::exec::insert::Reorder;
-use crate::exec::{Concat, DescribeOnly, First, LegRequest};
+use crate::exec::{Combine, Concat, DescribeOnly, First, LegRequest};
 use crate::protocol::backend;
 use crate::protocol::frontend::{self, tag, Bind, BindParams, DescribeOrClose, Parse, Target};
 use crate::protocol::Frame;
@@ -339,6 +339,14 @@ impl Session {
                     Ok(endpoints) => PortalKind::Broadcast { endpoints },
                 },
                 Action::ShowRoute(inner) => PortalKind::ShowRoute(inner.explain()),
+                Action::CopyIn(copy) => match self.topology.keyspace_endpoints(&copy.keyspace) {
+                    Ok(e) if e.len() == 1 => return self.bind_on(e[0], &frame, &bind, def).await,
+                    Ok(_) => return self.refuse_bind(unsupported_error(
+                        "pg-router: COPY into a sharded table must be sent as a simple query (the extended \
+                             protocol is not supported for it)",
+                    )),
+                    Err(e) => return self.refuse_bind(e),
+                },
                 Action::Transaction(TxControl::TwoPhase) => return self.refuse_bind(unsupported_error(
                     "pg-router: PREPARE TRANSACTION, COMMIT PREPARED and ROLLBACK PREPARED cannot be sent \
                      through the router",
@@ -620,22 +628,6 @@ impl Session {
             return self.forward_portal(bound_on, frame, Expect::Execute).await;
         }
         let name = portal.to_owned();
-        let writes_on_several_shards = match self.portals.get(&name).map(|p| &p.kind) {
-            Some(PortalKind::Broadcast { .. } | PortalKind::Insert { .. }) => true,
-            Some(PortalKind::Scatter { scatter, .. }) => scatter.write,
-            _ => false,
-        };
-        if max_rows > 0 && writes_on_several_shards {
-            self.refuse_deferred();
-            self.refuse(
-                unsupported_error(
-                    "pg-router: a statement that writes on several shards cannot run with a row limit \
-                     (Execute with max_rows); fetch all rows at once",
-                ),
-                true,
-            );
-            return Ok(());
-        }
         self.execute_portal(&name, usize::try_from(max_rows).unwrap_or(0)).await
     }
 
@@ -704,33 +696,15 @@ impl Session {
                     return Ok(());
                 }
             };
-            if max_rows == 0 {
-                self.run_fan_out(&endpoints, &requests, combine.as_mut(), true).await?;
-                if let Some(p) = self.portals.get_mut(name) {
-                    // Run to completion: a later Execute of the portal returns no rows.
-                    p.fetched = Some(Chunks::exhausted("SELECT"));
-                }
-                return Ok(());
-            }
-            let limit = self.shared.config.routing.max_buffered_rows;
-            let mut capture = Capture::new(combine.as_mut(), limit);
-            let skipping = self.client_skip;
-            self.run_fan_out(&endpoints, &requests, &mut capture, true).await?;
-            if skipping || self.client_skip {
-                // The fan-out failed (its error went to the client) or never ran.
-                return Ok(());
-            }
-            let mut chunks = capture.into_chunks();
-            let reply = chunks.next(max_rows);
-            if let Some(p) = self.portals.get_mut(name) {
-                p.fetched = Some(chunks);
-            }
-            self.synthetic(reply);
-            return Ok(());
+            return self
+                .run_portal(name, &endpoints, &requests, combine.as_mut(), max_rows, scatter.write)
+                .await;
         }
         if let Some((groups, split, ids)) = insert {
             let rows = InsertRows { groups: &groups, split: &split, ids: ids.as_deref() };
-            return self.execute_insert(rows, &types, &formats, &values, &result_formats).await;
+            return self
+                .execute_insert(name, max_rows, rows, &types, &formats, &values, &result_formats)
+                .await;
         }
         let request = LegRequest::Extended {
             sql: &query,
@@ -741,13 +715,57 @@ impl Session {
             describe_only: false,
         };
         let requests: Vec<LegRequest<'_>> = endpoints.iter().map(|_| request.clone()).collect();
-        self.run_fan_out(&endpoints, &requests, &mut First::new(false), true).await
+        self.run_portal(name, &endpoints, &requests, &mut First::new(false), max_rows, true).await
+    }
+
+    /// Runs a router portal's fan-out. With a row limit the whole result is run and kept
+    /// (at most `max_buffered_rows` rows) and handed out in chunks, as PostgreSQL runs a
+    /// portal; a write runs completely at the first Execute and its final CommandComplete
+    /// carries its whole count (`DELETE 20`), as in PostgreSQL.
+    async fn run_portal(
+        &mut self,
+        name: &str,
+        endpoints: &[Endpoint],
+        requests: &[LegRequest<'_>],
+        combine: &mut dyn Combine,
+        max_rows: usize,
+        write: bool,
+    ) -> Result<(), End> {
+        if max_rows == 0 {
+            self.run_fan_out(endpoints, requests, combine, true).await?;
+            if let Some(p) = self.portals.get_mut(name) {
+                // Run to completion: a later Execute of the portal returns no rows.
+                p.fetched = Some(Chunks::exhausted("SELECT"));
+            }
+            return Ok(());
+        }
+        let limit = self.shared.config.routing.max_buffered_rows;
+        let mut capture = Capture::new(combine, limit);
+        let skipping = self.client_skip;
+        self.run_fan_out(endpoints, requests, &mut capture, true).await?;
+        if skipping || self.client_skip {
+            // The fan-out failed (its error went to the client) or never ran.
+            return Ok(());
+        }
+        let mut chunks = capture.into_chunks();
+        if write {
+            chunks = chunks.with_whole_tag();
+        }
+        let reply = chunks.next(max_rows);
+        if let Some(p) = self.portals.get_mut(name) {
+            p.fetched = Some(chunks);
+        }
+        self.synthetic(reply);
+        Ok(())
     }
 
     /// A split INSERT through the extended protocol: each shard gets its rows, with the
     /// placeholders they use renumbered and only those parameters bound.
+    #[allow(clippy::too_many_arguments)]
     async fn execute_insert(
         &mut self,
+        name: &str,
+        max_rows: usize,
         rows: InsertRows<'_>,
         types: &Bytes,
         formats: &[i16],
@@ -794,9 +812,10 @@ impl Session {
         let endpoints: Vec<Endpoint> = groups.iter().map(|(e, _)| *e).collect();
         let rows_of: Vec<Vec<usize>> = groups.iter().map(|(_, r)| r.clone()).collect();
         if split.returning {
-            self.run_fan_out(&endpoints, &requests, &mut Reorder::new(rows_of, false), true).await
+            self.run_portal(name, &endpoints, &requests, &mut Reorder::new(rows_of, false), max_rows, true)
+                .await
         } else {
-            self.run_fan_out(&endpoints, &requests, &mut Concat::new(false), true).await
+            self.run_portal(name, &endpoints, &requests, &mut Concat::new(false), max_rows, true).await
         }
     }
 

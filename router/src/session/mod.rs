@@ -11,6 +11,7 @@
 //! due, which tells when a backend can go back to the pool.
 
 pub mod classify;
+mod copy;
 mod extended;
 pub mod login;
 mod lookup;

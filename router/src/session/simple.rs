@@ -84,6 +84,7 @@ impl Session {
                 self.show_route(inner);
                 Ok(())
             }
+            Action::CopyIn(copy) => self.copy_in_query(frame, text, copy).await,
         }
     }
 
@@ -115,7 +116,12 @@ impl Session {
     }
 
     /// Forwards the client's Query unchanged to one shard.
-    async fn pass(&mut self, frame: Frame, endpoint: Endpoint, effects: &[SessionEffect]) -> Result<(), End> {
+    pub(super) async fn pass(
+        &mut self,
+        frame: Frame,
+        endpoint: Endpoint,
+        effects: &[SessionEffect],
+    ) -> Result<(), End> {
         if !self.enter(endpoint, false).await? {
             return Ok(());
         }
@@ -283,7 +289,7 @@ impl Session {
                         Ok(_) => return self.reject(not_supported(MULTI_FAN_OUT)).await,
                         Err(e) => return self.reject(e).await,
                     },
-                    Action::ShowRoute(_) | Action::Multi(_) => {
+                    Action::ShowRoute(_) | Action::Multi(_) | Action::CopyIn(_) => {
                         return self.reject(not_supported(MULTI_FAN_OUT)).await;
                     }
                 };
@@ -590,7 +596,7 @@ pub(super) fn is_show_route(text: &str) -> bool {
 }
 
 const MULTI_FAN_OUT: &str = "pg-router: DDL on several shards, INSERTs whose rows go to several shards or \
-                             that add lookup rows, and SHOW ROUTE must be sent as their own query, not in a \
+                             that add lookup rows, COPY into sharded tables and SHOW ROUTE must be sent as their own query, not in a \
                              query string with several statements";
 
 const TWO_PHASE: &str = "pg-router: PREPARE TRANSACTION, COMMIT PREPARED and ROLLBACK PREPARED cannot be \

@@ -422,14 +422,24 @@ async def sharded():
     await tr.rollback()
     equal(await conn.fetchval("SELECT count(*) FROM asy_users WHERE id = 301"), 0, "insert before the error")
 
-    step("sharded: COPY into a sharded table is refused with 0A000; connection usable")
-    await expect_error(
-        exc.FeatureNotSupportedError,
-        "0A000",
-        conn.copy_records_to_table("asy_users", records=[(900, "copy")], columns=["id", "name"]),
-        "COPY into a sharded table",
+    step("sharded: COPY into a sharded table (binary copy_records_to_table): each row on its key's shard")
+    result = await conn.copy_records_to_table(
+        "asy_users", records=[(i, "copy") for i in range(900, 920)], columns=["id", "name"]
     )
-    equal(await first(conn, "SELECT count(*) FROM asy_users"), 65, "count after the refused COPY")
+    equal(result, "COPY 20", "COPY tag")
+    placed = 0
+    for i in range(900, 920):
+        placed += await first(conn, "SELECT count(*) FROM asy_users WHERE id = $1 AND name = 'copy'", i)
+    equal(placed, 20, "copied rows found by their key")
+    await expect_error(
+        exc.UniqueViolationError,
+        "23505",
+        conn.copy_records_to_table("asy_users", records=[(950, "ok"), (1, "dup")], columns=["id", "name"]),
+        "COPY of a duplicate key",
+    )
+    equal(await first(conn, "SELECT count(*) FROM asy_users WHERE id = 950"), 0, "rows of the failed COPY")
+    equal(await conn.execute("DELETE FROM asy_users WHERE name = 'copy'"), "DELETE 20", "copied rows deleted")
+    equal(await first(conn, "SELECT count(*) FROM asy_users"), 65, "count after COPY and DELETE")
 
     step("sharded: cursor (Execute with a row limit) in a transaction")
     async with conn.transaction():

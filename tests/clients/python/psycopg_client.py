@@ -427,14 +427,20 @@ def sharded():
         p.sync()
         equal(c2.fetchone()[0], 10, "pipelined updates across shards")
 
-    step("sharded: COPY into a sharded table is refused with 0A000; connection usable")
+    step("sharded: COPY into a sharded table (cursor.copy): each row on the shard of its key")
+    with conn.cursor().copy("COPY psy_users (id, name) FROM STDIN") as cp:
+        for i in range(900, 920):
+            cp.write_row((i, "copy"))
+    placed = sum(scalar(conn, "SELECT count(*) FROM psy_users WHERE id = %s AND name = 'copy'", [i]) for i in range(900, 920))
+    equal(placed, 20, "copied rows found by their key")
     try:
-        with conn.cursor().copy("COPY psy_users (id, name) FROM STDIN") as cp:
-            cp.write_row((900, "copy"))
-        fail("COPY into a sharded table was accepted")
-    except errors.FeatureNotSupported as e:
-        equal(e.sqlstate, "0A000", "COPY refusal")
-    equal(scalar(conn, "SELECT count(*) FROM psy_users WHERE id = 900"), 0, "row from refused COPY")
+        with conn.cursor().copy("COPY psy_users (id, name) FROM STDIN (FORMAT csv)") as cp:
+            cp.write(b"950,ok\n951,\"multi\nline\"\n,null key\n")
+        fail("COPY with a NULL sharding key was accepted")
+    except errors.NotNullViolation as e:
+        equal(e.sqlstate, "23502", "NULL sharding key in COPY")
+    equal(scalar(conn, "SELECT count(*) FROM psy_users WHERE id IN (950, 951)"), 0, "rows of the failed COPY")
+    equal(conn.execute("DELETE FROM psy_users WHERE name = 'copy'").rowcount, 20, "copied rows deleted")
 
     step("sharded: a named (server-side) cursor over a sharded table is refused with 0A000")
     # Pinned current behaviour: the router does not route DECLARE/FETCH on sharded tables (the
