@@ -293,7 +293,7 @@ impl Session {
             };
             match frame.tag {
                 tag::COPY_DATA if failure.is_none() && ends.iter().all(|e| e.error.is_none()) => {
-                    let r = splitter.feed(&frame.bytes[5..], &mut pieces);
+                    let r = splitter.feed(frame.body(), &mut pieces);
                     if let Err(e) = r.and_then(|()| self.place(&pieces, legs, &mut pending, copy)) {
                         failure = Some(e);
                     }
