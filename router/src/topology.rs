@@ -208,7 +208,23 @@ impl Topology {
         key: &KeyExpr,
         params: Option<&BoundParams<'_>>,
     ) -> Result<Endpoint, ClientError> {
-        let id = self.keyspace_id(vindex, key, params)?;
+        match key {
+            KeyExpr::Literal(v) => self.resolve_value(keyspace, vindex, v),
+            KeyExpr::Param(n) => {
+                let v = bound_value(params, *n, vindex.vindex.column_type())?;
+                self.resolve_value(keyspace, vindex, &v)
+            }
+        }
+    }
+
+    /// The endpoint a new row whose sharding key is `value` goes to (INSERT, COPY).
+    pub fn resolve_value(
+        &self,
+        keyspace: &str,
+        vindex: &KeyVindex,
+        value: &Value,
+    ) -> Result<Endpoint, ClientError> {
+        let id = self.keyspace_id_of(vindex, value)?;
         let shards = self.shard_map.keyspace(keyspace).map_err(routing_error)?;
         match Destination::KeyspaceId(id).resolve(shards).map_err(routing_error)?[..] {
             [shard] => self.endpoint(shard.name.as_str()),
@@ -223,11 +239,15 @@ impl Topology {
         key: &KeyExpr,
         params: Option<&BoundParams<'_>>,
     ) -> Result<KeyspaceId, ClientError> {
-        let column_type = vindex.vindex.column_type();
-        let value = match key {
-            KeyExpr::Literal(v) => v.clone(),
-            KeyExpr::Param(n) => bound_value(params, *n, column_type)?,
-        };
+        match key {
+            KeyExpr::Literal(v) => self.keyspace_id_of(vindex, v),
+            KeyExpr::Param(n) => {
+                self.keyspace_id_of(vindex, &bound_value(params, *n, vindex.vindex.column_type())?)
+            }
+        }
+    }
+
+    fn keyspace_id_of(&self, vindex: &KeyVindex, value: &Value) -> Result<KeyspaceId, ClientError> {
         let single = vindex.vindex.as_single_column().ok_or_else(|| not_computable(vindex))?;
         if value.is_null() {
             return Err(ClientError::new(
@@ -236,7 +256,7 @@ impl Topology {
                 format!("pg-router: the sharding key {} of a new row must not be NULL", vindex.column),
             ));
         }
-        match single.map_one(&value).map_err(key_error)? {
+        match single.map_one(value).map_err(key_error)? {
             Destination::KeyspaceId(id) => Ok(id),
             _ => Err(not_computable(vindex)),
         }

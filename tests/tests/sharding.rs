@@ -471,13 +471,13 @@ async fn savepoints_span_shards() {
     assert_eq!(count(&c, "SELECT count(*) FROM users WHERE score = -1").await, 0);
     c.batch_execute("COMMIT").await.unwrap();
     assert_eq!(count(&c, "SELECT count(*) FROM users WHERE id > 400").await, 1);
-    let mut touched = 0;
+    let mut clean = 0;
     for shard in 0..4 {
-        touched += usize::from(
+        clean += usize::from(
             shard_count(cl, shard, "SELECT count(*) FROM users WHERE id BETWEEN 402 AND 409") == 0,
         );
     }
-    assert_eq!(touched, 4, "nothing of the rolled-back rows stays on any shard");
+    assert_eq!(clean, 4, "nothing of the rolled-back rows stays on any shard");
 
     // A savepoint before any shard is touched; nesting; RELEASE keeps the work in the outer one.
     c.batch_execute("BEGIN").await.unwrap();

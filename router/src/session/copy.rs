@@ -31,7 +31,6 @@ use crate::protocol::backend::{self, tag as btag, TxStatus};
 use crate::protocol::frame::{next_frame, PG_MAX_MESSAGE_LEN};
 use crate::protocol::frontend::{self, tag};
 use crate::protocol::Frame;
-use crate::topology::Endpoint;
 
 /// A shard's pending rows are sent once this many bytes are buffered.
 const LEG_FLUSH: usize = 64 * 1024;
@@ -344,12 +343,7 @@ impl Session {
             match p {
                 Piece::All(bytes) => pending.iter_mut().for_each(|b| b.extend_from_slice(bytes)),
                 Piece::Row { key, bytes } => {
-                    let endpoint: Endpoint = self.topology.resolve_key(
-                        &copy.keyspace,
-                        &copy.vindex,
-                        &planner::KeyExpr::Literal(key.clone()),
-                        None,
-                    )?;
+                    let endpoint = self.topology.resolve_value(&copy.keyspace, &copy.vindex, key)?;
                     let i = legs.iter().position(|l| l.endpoint == endpoint).ok_or_else(|| {
                         ClientError::new(
                             "routing",
