@@ -8,6 +8,7 @@
 #   CG_TX=1000                            transactions per client (4 clients) after a warm-up
 #   CG_BOUNCER=1                          also measure PgBouncer (transaction mode)
 #   PG_ROUTER_BIN                         default: cargo build --release
+#   CG_KEEP=DIR                           keep each profile there (callgrind_annotate DIR/...)
 # Needs valgrind (apt-get install valgrind). Trust auth on both poolers keeps SCRAM's key
 # derivation out of the counts; the warm-up opens the backend connections before counting.
 set -euo pipefail
@@ -45,6 +46,9 @@ measure() {
   out=$(ls -t "$WORK"/cg.*.1 | head -1)
   ir=$(awk '/^summary:/ {print $2; exit}' "$out")
   printf '%-10s %-9s %-12s %8d instructions/tx\n' "$name" "$mode" "${CG_WORKLOAD:-select-only}" $((ir / (TX * CLIENTS)))
+  if [ -n "${CG_KEEP:-}" ]; then
+    mkdir -p "$CG_KEEP" && cp "$out" "$CG_KEEP/$name-$mode-${CG_WORKLOAD:-select-only}.cg"
+  fi
   rm -f "$WORK"/cg.*
 }
 

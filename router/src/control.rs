@@ -53,7 +53,8 @@ impl ControlPlane {
             t.abort();
         }
         if let Some(n) = self.node.take() {
-            n.shutdown().await;
+            // On the runtime the node runs on (it has the timers Raft needs to stop).
+            let _ = crate::timer::spawn(n.shutdown()).await;
         }
     }
 }
@@ -82,7 +83,17 @@ pub fn routing_doc(config: &Config) -> RoutingDoc {
 
 /// Starts the control plane the config asks for and applies its current version before
 /// returning, so the router serves clients only once it routes by the control store.
+///
+/// The control plane runs on the background runtime ([`crate::timer`]), which has the timers
+/// Raft and the watch stream need; sessions only see the topologies it swaps in.
 pub async fn start(shared: Arc<Shared>) -> anyhow::Result<Option<ControlPlane>> {
+    match crate::timer::spawn(start_here(shared)).await {
+        Ok(started) => started,
+        Err(e) => Err(anyhow::anyhow!("the control plane's start failed: {e}")),
+    }
+}
+
+async fn start_here(shared: Arc<Shared>) -> anyhow::Result<Option<ControlPlane>> {
     let config = shared.config.clone();
     match &config.control {
         ControlConfig::Off => Ok(None),

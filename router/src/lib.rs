@@ -13,6 +13,7 @@
 //! - [`auth`], [`tls`], [`stream`]: client authentication and encryption.
 //! - [`cancel`]: routing CancelRequests to the backend running the query.
 //! - [`metrics`], [`error`]: Prometheus metrics and client-facing errors.
+//! - [`timer`]: the session runtime (I/O only) and the background thread that owns timers.
 //!
 //! The data path forwards frames as bytes: rows are never decoded on the single-shard path.
 
@@ -29,5 +30,6 @@ pub mod protocol;
 pub mod server;
 pub mod session;
 pub mod stream;
+pub mod timer;
 pub mod tls;
 pub mod topology;

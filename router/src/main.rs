@@ -47,12 +47,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Serve { config } => {
             let config = load(&config)?;
-            let runtime = match config.worker_threads {
-                1 => tokio::runtime::Builder::new_current_thread().enable_all().build()?,
-                0 => tokio::runtime::Builder::new_multi_thread().enable_all().build()?,
-                n => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build()?,
-            };
-            runtime.block_on(serve(config))
+            router::timer::session_runtime(config.worker_threads)?.block_on(serve(config))
         }
         Command::Control(args) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()

@@ -41,8 +41,9 @@ impl Default for Metrics {
     }
 }
 
-/// Installs the global recorder and serves `/metrics` on `addr`.
+/// Installs the global recorder and serves `/metrics` on `addr`, from the background runtime.
 pub fn install(addr: SocketAddr) -> anyhow::Result<()> {
+    let _in = crate::timer::background().enter();
     metrics_exporter_prometheus::PrometheusBuilder::new()
         .with_http_listener(addr)
         .set_buckets(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])?

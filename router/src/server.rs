@@ -72,7 +72,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: impl Future
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
                 tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                crate::timer::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             }
         };
@@ -96,7 +96,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: impl Future
     shutdown_raised.store(true, Ordering::Release);
     let _ = notify_shutdown.send(());
     drop(done_tx);
-    if tokio::time::timeout(shared.config.shutdown_timeout, done_rx.recv()).await.is_err() {
+    if crate::timer::timeout(shared.config.shutdown_timeout, done_rx.recv()).await.is_err() {
         tracing::warn!("shutdown timeout reached; closing remaining connections");
     }
 }

@@ -525,8 +525,8 @@ impl Router {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
-            let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()
-            {
+            // The runtime pg-router serves sessions on (I/O only, timers on a background thread).
+            let rt = match router::timer::session_runtime(2) {
                 Ok(rt) => rt,
                 Err(e) => panic!("runtime: {e}"),
             };

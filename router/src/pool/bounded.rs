@@ -143,7 +143,7 @@ impl<M: Manage> Pool<M> {
                 Step::Wait(rx) => {
                     let start = now.take().unwrap_or_else(Instant::now);
                     let at = *deadline.get_or_insert(start + wait);
-                    match tokio::time::timeout_at(at.into(), rx).await {
+                    match crate::timer::timeout_at(at.into(), rx).await {
                         Err(_) => return Err(PoolError::Timeout),
                         // The grant was dropped unsent; look again.
                         Ok(Err(_)) => continue,

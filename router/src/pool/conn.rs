@@ -127,7 +127,7 @@ pub struct BackendConn {
 impl BackendConn {
     pub async fn connect(p: &ConnectParams) -> Result<Self, BackendError> {
         let addr_text = format!("{}:{}", p.host, p.port);
-        let tcp = tokio::time::timeout(p.connect_timeout, TcpStream::connect((p.host.as_str(), p.port)))
+        let tcp = crate::timer::timeout(p.connect_timeout, TcpStream::connect((p.host.as_str(), p.port)))
             .await
             .map_err(|_| BackendError::ConnectTimeout { shard: p.shard.clone(), addr: addr_text.clone() })?
             .map_err(|source| BackendError::Connect {
@@ -138,7 +138,7 @@ impl BackendConn {
         let addr = tcp.peer_addr().map_err(|source| BackendError::Io { shard: p.shard.clone(), source })?;
         let _ = tcp.set_nodelay(true);
         let fut = Self::startup(p, tcp, addr);
-        tokio::time::timeout(p.connect_timeout, fut)
+        crate::timer::timeout(p.connect_timeout, fut)
             .await
             .map_err(|_| BackendError::ConnectTimeout { shard: p.shard.clone(), addr: addr_text })?
     }

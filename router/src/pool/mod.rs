@@ -64,7 +64,7 @@ impl Manage for Manager {
         } else {
             return true;
         };
-        match tokio::time::timeout(self.config.connect_timeout, conn.run_internal(sql)).await {
+        match crate::timer::timeout(self.config.connect_timeout, conn.run_internal(sql)).await {
             Ok(Ok(())) => {
                 if conn.needs_reset {
                     conn.prepared.clear();
@@ -245,7 +245,7 @@ impl Pools {
     /// Closes idle connections past `idle_timeout`, keeps `min_size` warm, and publishes pool
     /// gauges. Runs until the process ends.
     pub async fn maintain(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut tick = crate::timer::interval(Duration::from_secs(1));
         loop {
             tick.tick().await;
             let pools: Vec<(PoolKey, Pool)> = match self.pools.read() {

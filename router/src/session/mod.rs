@@ -99,7 +99,8 @@ impl From<ClientError> for End {
 pub async fn run(tcp: TcpStream, shared: Arc<Shared>, shutdown: Shutdown) {
     let _ = tcp.set_nodelay(true);
     let mut buf = BytesMut::with_capacity(8 * 1024);
-    let opened = tokio::time::timeout(shared.config.login_timeout, login::open(tcp, &shared, &mut buf)).await;
+    let opened =
+        crate::timer::timeout(shared.config.login_timeout, login::open(tcp, &shared, &mut buf)).await;
     let (stream, params, minor) = match opened {
         Err(_) => return,
         Ok(Err(e)) => {
@@ -115,7 +116,7 @@ pub async fn run(tcp: TcpStream, shared: Arc<Shared>, shutdown: Shutdown) {
         Ok(Ok(Opening::Startup { stream, params, minor })) => (stream, params, minor),
     };
     let mut stream = stream;
-    let greeted = tokio::time::timeout(
+    let greeted = crate::timer::timeout(
         shared.config.login_timeout,
         greet(&shared, &mut stream, &mut buf, params, minor),
     )
