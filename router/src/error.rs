@@ -33,6 +33,7 @@ pub mod sqlstate {
     pub const INVALID_SAVEPOINT_SPECIFICATION: &str = "3B001";
     pub const QUERY_CANCELED: &str = "57014";
     pub const UNDEFINED_COLUMN: &str = "42703";
+    pub const CHARACTER_NOT_IN_REPERTOIRE: &str = "22021";
 }
 
 /// An error raised by the router (not by a backend), ready to be sent to the client.

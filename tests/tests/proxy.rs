@@ -221,9 +221,9 @@ async fn psql_over_tls_with_scram() {
 }
 
 /// Sends raw bytes as a logged-in client and returns what comes back until EOF.
-async fn raw_session(port: u16, after_login: &[u8]) -> Vec<u8> {
+/// A raw connection logged in as the md5 user with a hand-made exchange, after ReadyForQuery.
+async fn raw_login(port: u16) -> TcpStream {
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    // Log in as the md5 user with a hand-made exchange.
     let mut startup = BytesMut::new();
     let params = format!("user\0{MD5_USER}\0database\0{DATABASE}\0\0");
     startup.put_i32(8 + params.len() as i32);
@@ -247,6 +247,12 @@ async fn raw_session(port: u16, after_login: &[u8]) -> Vec<u8> {
         assert!(n > 0, "closed during login");
         got.extend_from_slice(&chunk[..n]);
     }
+    s
+}
+
+/// Sends `after_login` on a fresh session and reads until the router closes it.
+async fn raw_session(port: u16, after_login: &[u8]) -> Vec<u8> {
+    let mut s = raw_login(port).await;
     s.write_all(after_login).await.unwrap();
     let mut reply = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut reply))
@@ -294,6 +300,41 @@ async fn malformed_and_oversized_frames_get_errors_and_others_keep_working() {
     let reply = raw_session(r.port, &[b'y', 0, 0, 0, 4]).await;
     assert_eq!(error_code(&reply).as_deref(), Some("08P01"));
     assert_eq!(other.query_one("select 7", &[]).await.unwrap().get::<_, i32>(0), 7);
+}
+
+#[tokio::test]
+async fn query_text_in_the_client_encoding_passes_through() {
+    // A client in LATIN1 sends bytes that are not UTF-8; PostgreSQL converts them, the router
+    // forwards them unchanged.
+    let r = Router::start(RouterOptions::default());
+    let mut msgs = BytesMut::new();
+    for sql in [
+        &b"set client_encoding = 'LATIN1'"[..],
+        b"select 'caf\xe9' as word",
+        b"select 'na\xefve' = 'na\xefve'",
+    ] {
+        msgs.put_u8(b'Q');
+        msgs.put_i32(4 + sql.len() as i32 + 1);
+        msgs.put_slice(sql);
+        msgs.put_u8(0);
+    }
+    let mut s = raw_login(r.port).await;
+    s.write_all(&msgs).await.unwrap();
+    let ready = |reply: &[u8]| reply.windows(5).filter(|w| w[..] == [b'Z', 0, 0, 0, 5]).count();
+    let mut reply = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while ready(&reply) < 3 {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk)).await.unwrap().unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&reply));
+        reply.extend_from_slice(&chunk[..n]);
+    }
+    assert_eq!(error_code(&reply), None, "{}", String::from_utf8_lossy(&reply));
+    // DataRow with one 4-byte column "caf\xe9", in LATIN1 again.
+    let row = [0, 1, 0, 0, 0, 4, b'c', b'a', b'f', 0xe9];
+    assert!(reply.windows(row.len()).any(|w| w == row), "{}", String::from_utf8_lossy(&reply));
+    // The comparison of two LATIN1 literals came back true.
+    let t = [0, 1, 0, 0, 0, 1, b't'];
+    assert!(reply.windows(t.len()).any(|w| w == t), "{}", String::from_utf8_lossy(&reply));
 }
 
 #[tokio::test]

@@ -144,6 +144,12 @@ pub fn query_text(frame: &Frame) -> Result<&str, DecodeError> {
     Reader::new(frame.body()).cstr("Query")
 }
 
+/// A Query message's text as bytes, not checked to be UTF-8 (a Query forwarded unchanged
+/// reaches the shard in the client's encoding).
+pub fn query_bytes(frame: &Frame) -> Result<&[u8], DecodeError> {
+    Reader::new(frame.body()).cstr_bytes("Query")
+}
+
 /// A Parse message: statement name, query text, and the raw parameter-type section.
 #[derive(Debug)]
 pub struct Parse<'a> {

@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use super::frame::{next_frame, next_startup_packet, HEADER_LEN};
 use super::frontend::{self, Bind, DescribeOrClose, Parse, StartupPacket};
 use super::Frame;
-use crate::session::classify::classify;
+use crate::session::classify::{classify, classify_bytes};
 
 fn frame(tag: u8, body: &[u8]) -> Frame {
     let mut v = vec![tag];
@@ -42,6 +42,9 @@ proptest! {
         }
         let _ = DescribeOrClose::decode(&f);
         let _ = frontend::query_text(&f);
+        if let Ok(sql) = frontend::query_bytes(&f) {
+            let _ = classify_bytes(sql);
+        }
         let _ = frontend::sasl_initial_response(&body);
         let _ = frontend::password(&body);
         let _ = StartupPacket::decode(&body);
@@ -50,6 +53,12 @@ proptest! {
     #[test]
     fn classifier_never_panics(sql in "\\PC{0,200}") {
         let _ = classify(&sql);
+        prop_assert_eq!(classify_bytes(sql.as_bytes()), classify(&sql));
+    }
+
+    #[test]
+    fn classifier_never_panics_on_bytes(sql in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let _ = classify_bytes(&sql);
     }
 
     #[test]

@@ -52,49 +52,60 @@ impl StatementKind {
     }
 }
 
+/// Where the text from `i` on stops being whitespace or comments.
+fn skip_trivia(s: &[u8], mut i: usize) -> usize {
+    while i < s.len() {
+        match s[i] {
+            b' ' | b'\t' | b'\n' | b'\r' | b'\x0c' => i += 1,
+            b'-' if s.get(i + 1) == Some(&b'-') => {
+                while i < s.len() && s[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if s.get(i + 1) == Some(&b'*') => {
+                // PostgreSQL block comments nest.
+                let mut depth = 0usize;
+                while i < s.len() {
+                    if s[i] == b'/' && s.get(i + 1) == Some(&b'*') {
+                        depth += 1;
+                        i += 2;
+                    } else if s[i] == b'*' && s.get(i + 1) == Some(&b'/') {
+                        depth -= 1;
+                        i += 2;
+                        if depth == 0 {
+                            break;
+                        }
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+            _ => return i,
+        }
+    }
+    i
+}
+
+/// Where a bare word starting at `i` ends.
+fn word_end(s: &[u8], mut i: usize) -> usize {
+    while i < s.len()
+        && !matches!(s[i], b' ' | b'\t' | b'\n' | b'\r' | b';' | b'=' | b',' | b'(' | b')' | b'\'' | b'"')
+    {
+        i += 1;
+    }
+    i
+}
+
 /// Splits SQL into words, skipping whitespace, comments, and the contents of quoted strings and
 /// identifiers; `;` is returned as its own token.
 struct Tokens<'a> {
-    s: &'a [u8],
+    text: &'a str,
     i: usize,
 }
 
 impl<'a> Tokens<'a> {
-    fn new(sql: &'a str) -> Self {
-        Self { s: sql.as_bytes(), i: 0 }
-    }
-
-    fn skip_trivia(&mut self) {
-        let s = self.s;
-        while self.i < s.len() {
-            match s[self.i] {
-                b' ' | b'\t' | b'\n' | b'\r' | b'\x0c' => self.i += 1,
-                b'-' if s.get(self.i + 1) == Some(&b'-') => {
-                    while self.i < s.len() && s[self.i] != b'\n' {
-                        self.i += 1;
-                    }
-                }
-                b'/' if s.get(self.i + 1) == Some(&b'*') => {
-                    // PostgreSQL block comments nest.
-                    let mut depth = 0usize;
-                    while self.i < s.len() {
-                        if s[self.i] == b'/' && s.get(self.i + 1) == Some(&b'*') {
-                            depth += 1;
-                            self.i += 2;
-                        } else if s[self.i] == b'*' && s.get(self.i + 1) == Some(&b'/') {
-                            depth -= 1;
-                            self.i += 2;
-                            if depth == 0 {
-                                break;
-                            }
-                        } else {
-                            self.i += 1;
-                        }
-                    }
-                }
-                _ => return,
-            }
-        }
+    fn new(text: &'a str) -> Self {
+        Self { text, i: 0 }
     }
 }
 
@@ -102,8 +113,8 @@ impl<'a> Iterator for Tokens<'a> {
     type Item = &'a str;
 
     fn next(&mut self) -> Option<&'a str> {
-        self.skip_trivia();
-        let s = self.s;
+        let s = self.text.as_bytes();
+        self.i = skip_trivia(s, self.i);
         let start = self.i;
         let c = *s.get(start)?;
         match c {
@@ -142,44 +153,45 @@ impl<'a> Iterator for Tokens<'a> {
                     }
                 }
             }
-            _ => {
-                while self.i < s.len()
-                    && !matches!(
-                        s[self.i],
-                        b' ' | b'\t' | b'\n' | b'\r' | b';' | b'=' | b',' | b'(' | b')' | b'\'' | b'"'
-                    )
-                {
-                    self.i += 1;
-                }
-            }
+            _ => self.i = word_end(s, self.i),
         }
-        std::str::from_utf8(&s[start..self.i]).ok()
+        // Every token ends just after an ASCII byte or at the end, so this is a char boundary
+        // (`get` checks it in constant time).
+        self.text.get(start..self.i)
     }
 }
 
 /// Classifies every statement in `sql`; returns the statement kind of the first statement and
 /// the session effects in order.
 pub fn classify(sql: &str) -> (StatementKind, Vec<SessionEffect>) {
-    // Most statements are one plain DML or transaction statement: its first word says all
-    // there is to say, unless it takes a session-level advisory lock. One pass over the bytes
-    // checks both, cheaper than lexing the whole text; anything else takes the full path.
-    if plain_single_statement(sql.as_bytes()) {
-        let kind = Tokens::new(sql).next().map(|first| statement_kind(&[first]));
-        if let Some(
-            kind @ (StatementKind::Select
-            | StatementKind::Insert
-            | StatementKind::Update
-            | StatementKind::Delete
-            | StatementKind::Transaction),
-        ) = kind
-        {
-            // No statement of these kinds changes session state by its leading words.
-            return (kind, Vec::new());
-        }
-    }
-    classify_all(sql)
+    shortcut(sql.as_bytes()).unwrap_or_else(|| classify_all(sql))
 }
 
+/// [`classify`] for text that is not known to be UTF-8: a simple Query forwarded as it came
+/// (its bytes are in the client's encoding). Only text the shortcut cannot settle is checked,
+/// and read with invalid bytes replaced; the keywords classification looks at are ASCII.
+pub fn classify_bytes(sql: &[u8]) -> (StatementKind, Vec<SessionEffect>) {
+    shortcut(sql).unwrap_or_else(|| classify_all(&String::from_utf8_lossy(sql)))
+}
+
+/// Most statements are one plain DML or transaction statement: its first word says all there
+/// is to say, unless it takes a session-level advisory lock. One pass over the bytes checks
+/// both, cheaper than lexing the whole text; `None` sends the text down the full path.
+fn shortcut(sql: &[u8]) -> Option<(StatementKind, Vec<SessionEffect>)> {
+    if !plain_single_statement(sql) {
+        return None;
+    }
+    let start = skip_trivia(sql, 0);
+    match statement_kind(&sql[start..word_end(sql, start)]) {
+        // No statement of these kinds changes session state by its leading words.
+        kind @ (StatementKind::Select
+        | StatementKind::Insert
+        | StatementKind::Update
+        | StatementKind::Delete
+        | StatementKind::Transaction) => Some((kind, Vec::new())),
+        _ => None,
+    }
+}
 /// True when `sql` is certainly one statement (its only `;`, if any, ends it) and does not
 /// contain `advisory_lock` in any case, quoted or not (every session-level advisory lock
 /// function does). A `;` or the word inside quotes or comments sends the text down the full
@@ -242,7 +254,7 @@ fn classify_all(sql: &str) -> (StatementKind, Vec<SessionEffect>) {
         if stmt.is_empty() {
             continue;
         }
-        kind.get_or_insert_with(|| statement_kind(&stmt));
+        kind.get_or_insert_with(|| statement_kind(stmt[0].as_bytes()));
         let effect = session_effect(&stmt);
         if effect != SessionEffect::None {
             effects.push(effect);
@@ -255,26 +267,24 @@ fn kw(t: Option<&&str>, word: &str) -> bool {
     t.is_some_and(|t| t.eq_ignore_ascii_case(word))
 }
 
-fn statement_kind(stmt: &[&str]) -> StatementKind {
-    let first = stmt[0];
-    let is = |w: &str| first.eq_ignore_ascii_case(w);
-    if is("select") || is("with") || is("values") || is("table") {
-        StatementKind::Select
-    } else if is("insert") || is("copy") {
-        StatementKind::Insert
-    } else if is("update") {
-        StatementKind::Update
-    } else if is("delete") || is("truncate") {
-        StatementKind::Delete
-    } else if ["begin", "start", "commit", "end", "rollback", "abort", "savepoint", "release"]
-        .iter()
-        .any(|w| is(w))
-    {
-        StatementKind::Transaction
-    } else if is("create") || is("alter") || is("drop") || is("comment") || is("grant") || is("revoke") {
-        StatementKind::Ddl
-    } else {
-        StatementKind::Other
+/// The kind of a statement by its first word.
+fn statement_kind(first: &[u8]) -> StatementKind {
+    let mut lower = [0u8; 10];
+    let Some(word) = lower.get_mut(..first.len()) else {
+        return StatementKind::Other;
+    };
+    word.copy_from_slice(first);
+    word.make_ascii_lowercase();
+    match &*word {
+        b"select" | b"with" | b"values" | b"table" => StatementKind::Select,
+        b"insert" | b"copy" => StatementKind::Insert,
+        b"update" => StatementKind::Update,
+        b"delete" | b"truncate" => StatementKind::Delete,
+        b"begin" | b"start" | b"commit" | b"end" | b"rollback" | b"abort" | b"savepoint" | b"release" => {
+            StatementKind::Transaction
+        }
+        b"create" | b"alter" | b"drop" | b"comment" | b"grant" | b"revoke" => StatementKind::Ddl,
+        _ => StatementKind::Other,
     }
 }
 
@@ -477,7 +487,22 @@ mod tests {
             "-- only a comment",
         ] {
             assert_eq!(classify(sql), classify_all(sql), "{sql}");
+            assert_eq!(classify_bytes(sql.as_bytes()), classify_all(sql), "{sql}");
         }
+    }
+
+    #[test]
+    fn text_in_another_encoding_is_classified_by_its_ascii_keywords() {
+        // LATIN1 bytes: not UTF-8.
+        assert_eq!(classify_bytes(b"select 'caf\xe9'"), (StatementKind::Select, vec![]));
+        assert_eq!(classify_bytes(b"update t set a = '\xe9' where k = 1;"), (StatementKind::Update, vec![]));
+        let (kind, effects) = classify_bytes(b"set application_name = 'caf\xe9'; listen x");
+        assert_eq!(kind, StatementKind::Other);
+        assert!(
+            matches!(effects[..], [SessionEffect::Set { .. }, SessionEffect::Unsupported(_)]),
+            "{effects:?}"
+        );
+        assert_eq!(classify_bytes(b"\xff\xfe"), (StatementKind::Other, vec![]));
     }
 
     #[test]

@@ -234,7 +234,7 @@ impl Session {
         };
         self.shared.metrics.statement(def.as_ref().map_or(self.unnamed_kind, |d| d.kind));
         if let Some(endpoint) = self.topology.single_endpoint() {
-            if !super::simple::is_show_route(&query) {
+            if !super::simple::is_show_route(query.as_bytes()) {
                 return self.bind_on(endpoint, &frame, &bind, def).await;
             }
         }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use planner::{Action, AutoFill, InsertSplit, KeyExpr, Plan, PlanError, Route, Scatter, Target, TxControl};
 
-use super::classify::{classify, SessionEffect};
+use super::classify::{classify_bytes, SessionEffect};
 use super::savepoints::SavepointStep;
 use super::shards::complete_and_ready;
 use super::{raise_sql, unsupported_error, End, Session, Stop};
@@ -34,7 +34,7 @@ impl Session {
     pub(super) async fn on_query(&mut self, frame: Frame) -> Result<(), End> {
         // The text borrows a second handle on the frame's bytes (a reference count, not a copy).
         let held = frame.clone();
-        let text = match frontend::query_text(&held) {
+        let sql = match frontend::query_bytes(&held) {
             Ok(t) => t,
             Err(e) => return Err(End::Fatal(ClientError::protocol(e.to_string()))),
         };
@@ -42,16 +42,26 @@ impl Session {
         if !self.lookup_tx.is_empty() && self.tx == TxStatus::Idle {
             self.settle_lookup_tx().await;
         }
-        let (kind, effects) = classify(text);
+        let (kind, effects) = classify_bytes(sql);
         self.shared.metrics.statement(kind);
         if let Some(reason) = self.unsupported(&effects) {
             return self.reject(unsupported_error(reason)).await;
         }
         if let Some(endpoint) = self.topology.single_endpoint() {
-            if !is_show_route(text) {
+            // Unplanned: the text goes to the shard as it came, in the client's encoding.
+            if !is_show_route(sql) {
                 return self.pass(frame, endpoint, &effects).await;
             }
         }
+        let Ok(text) = std::str::from_utf8(sql) else {
+            // The planner reads UTF-8; so does every shard (the router requires it).
+            let e = ClientError::new(
+                "plan",
+                sqlstate::CHARACTER_NOT_IN_REPERTOIRE,
+                "pg-router: the query text is not valid UTF-8; sharded statements need client_encoding UTF8",
+            );
+            return self.reject(e).await;
+        };
         let plan = match self.topology.planner.plan(text) {
             Ok(p) => p,
             Err(e) => return self.reject(plan_error(&e)).await,
@@ -590,9 +600,9 @@ impl Session {
 }
 
 /// `SHOW ROUTE FOR ...` (pg-router's own statement, which the planner answers).
-pub(super) fn is_show_route(text: &str) -> bool {
-    let t = text.trim_start();
-    t.len() >= 10 && t.as_bytes()[..10].eq_ignore_ascii_case(b"show route")
+pub(super) fn is_show_route(sql: &[u8]) -> bool {
+    let start = sql.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(sql.len());
+    sql[start..].get(..10).is_some_and(|w| w.eq_ignore_ascii_case(b"show route"))
 }
 
 const MULTI_FAN_OUT: &str = "pg-router: DDL on several shards, INSERTs whose rows go to several shards or \
