@@ -38,6 +38,10 @@ pub trait Manage: Send + Sync + 'static {
         idle_for: Duration,
         now: Instant,
     ) -> impl Future<Output = bool> + Send;
+
+    /// Whether `recycle` would keep the connection without doing anything to it: the checkout
+    /// can then skip the asynchronous path ([`Pool::try_get`]).
+    fn reusable_as_is(&self, conn: &Self::Conn, idle_for: Duration, now: Instant) -> bool;
 }
 
 /// Why a checkout failed.
@@ -175,6 +179,22 @@ impl<M: Manage> Pool<M> {
 
     /// Opens one more connection into the idle list if the pool is below `min` connections.
     /// Returns false when there was nothing to do.
+    /// The most recently returned idle connection, if it can be used as it is (see
+    /// [`Manage::reusable_as_is`]); otherwise `None` and the pool is unchanged. The common
+    /// checkout, without the asynchronous machinery of [`Pool::get_at`].
+    pub fn try_get(&self, now: Instant) -> Option<Pooled<M>> {
+        let conn = {
+            let mut st = self.inner.lock();
+            let idle = st.idle.last()?;
+            let idle_for = now.saturating_duration_since(idle.since);
+            if !self.inner.manager.reusable_as_is(&idle.conn, idle_for, now) {
+                return None;
+            }
+            st.idle.pop()?.conn
+        };
+        Some(Slot { pool: Some(self.inner.clone()) }.fill(conn))
+    }
+
     pub async fn fill_to(&self, min: usize) -> Result<bool, M::Error> {
         let slot = {
             let mut st = self.inner.lock();
@@ -429,6 +449,33 @@ mod tests {
         async fn recycle(&self, conn: &mut Dummy, _idle_for: Duration, _now: Instant) -> bool {
             !conn.broken
         }
+        fn reusable_as_is(&self, conn: &Dummy, _idle_for: Duration, _now: Instant) -> bool {
+            !conn.broken
+        }
+    }
+
+    #[tokio::test]
+    async fn try_get_takes_an_idle_connection_that_needs_nothing() {
+        let (p, _) = pool(2);
+        assert!(p.try_get(Instant::now()).is_none(), "nothing idle yet");
+        let a = p.get(WAIT).await.unwrap();
+        let b = p.get(WAIT).await.unwrap();
+        let (a_id, b_id) = (a.id, b.id);
+        drop(a);
+        drop(b);
+        // The most recently returned first, as `get` does.
+        let got = p.try_get(Instant::now()).unwrap();
+        assert_eq!(got.id, b_id);
+        assert_eq!((p.status().size, p.status().idle), (2, 1));
+        drop(got);
+        let mut other = p.try_get(Instant::now()).unwrap();
+        assert_eq!(other.id, b_id);
+        other.broken = true;
+        drop(other);
+        // A connection that needs recycling stays for `get`, which closes this one.
+        assert!(p.try_get(Instant::now()).is_none());
+        assert_eq!(p.status().idle, 2);
+        assert_eq!(p.get(WAIT).await.unwrap().id, a_id);
     }
 
     fn pool(max: usize) -> (Pool<Arc<Counter>>, Arc<Counter>) {
@@ -549,7 +596,17 @@ mod tests {
                 std::future::pending::<()>().await;
                 true
             }
+            fn reusable_as_is(&self, _conn: &Arc<()>, _idle_for: Duration, _now: Instant) -> bool {
+                false
+            }
         }
+        let p = Pool::new(Slow, 1);
+        let conn = p.get(WAIT).await.unwrap();
+        drop(conn);
+        assert!(p.try_get(Instant::now()).is_none(), "needs recycling: not taken as it is");
+        assert_eq!((p.status().size, p.status().idle), (1, 1), "the pool is unchanged");
+        drop(p);
+
         let p = Pool::new(Slow, 1);
         let conn = p.get(WAIT).await.unwrap();
         let probe = Arc::downgrade(&*conn);

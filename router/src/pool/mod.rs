@@ -52,6 +52,13 @@ impl Manage for Manager {
         Ok(Box::new(conn))
     }
 
+    fn reusable_as_is(&self, conn: &Box<BackendConn>, idle_for: Duration, now: Instant) -> bool {
+        // What `recycle` returns true for without running anything.
+        !conn.needs_reset
+            && idle_for <= self.config.health_check_after_idle
+            && now.saturating_duration_since(conn.created) <= self.config.max_lifetime
+    }
+
     async fn recycle(&self, conn: &mut Box<BackendConn>, idle_for: Duration, now: Instant) -> bool {
         if now.saturating_duration_since(conn.created) > self.config.max_lifetime {
             tracing::debug!(shard = %conn.shard, "closing a backend connection past pool.max_lifetime_ms");
@@ -210,6 +217,14 @@ impl Pools {
 
     /// Checks out a connection, mapping pool errors to ones a client can be shown.
     /// Checks a connection out of `pool`; `now` is the caller's reading of the clock.
+    /// An idle connection ready as it is, without waiting: the common checkout. `None` when
+    /// [`Pools::checkout`] has work to do (open, reset, health-check, or wait).
+    pub fn try_checkout(&self, pool: &Pool, now: Instant) -> Option<Pooled> {
+        let conn = pool.try_get(now)?;
+        self.checkout_seconds.record(0.0);
+        Some(conn)
+    }
+
     pub async fn checkout(&self, pool: &Pool, key: &PoolKey, now: Instant) -> Result<Pooled, CheckoutError> {
         let mut get = std::pin::pin!(pool.get_at(self.config.checkout_timeout, now));
         // The common case, an idle connection, is ready at once and costs no clock read: it

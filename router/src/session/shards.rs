@@ -42,7 +42,11 @@ impl Session {
         let Some(Some((pool, key))) = self.pools.get(endpoint) else {
             return Err(ClientError::new("routing", sqlstate::INTERNAL_ERROR, "pg-router: no pool"));
         };
-        let mut conn = self.shared.pools.checkout(pool, key, Instant::now()).await.map_err(checkout_error)?;
+        let now = Instant::now();
+        let mut conn = match self.shared.pools.try_checkout(pool, now) {
+            Some(c) => c,
+            None => self.shared.pools.checkout(pool, key, now).await.map_err(checkout_error)?,
+        };
         self.shared.metrics.transactions.increment(1);
         if conn.settings != self.settings {
             let sql = settings_sql(&conn.settings, &self.settings);
