@@ -4,7 +4,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 pub enum Stream {
@@ -15,6 +15,25 @@ pub enum Stream {
 impl Stream {
     pub fn is_tls(&self) -> bool {
         matches!(self, Self::Tls(_))
+    }
+
+    /// Writes all of `buf`. A plain socket is written to directly first (`try_write`: one
+    /// readiness check and the system call, without the waker and budget bookkeeping of a
+    /// poll); whatever the socket buffer did not take, and everything on TLS, goes through
+    /// `write_all`.
+    pub async fn send_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        let sent = match self {
+            Self::Plain(s) => match s.try_write(buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                Err(e) => return Err(e),
+            },
+            Self::Tls(_) => 0,
+        };
+        if sent < buf.len() {
+            self.write_all(&buf[sent..]).await?;
+        }
+        Ok(())
     }
 }
 

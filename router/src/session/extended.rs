@@ -859,7 +859,7 @@ impl Session {
                 self.client_skip = false;
             }
         }
-        if self.tx == crate::protocol::backend::TxStatus::Idle {
+        if self.tx == crate::protocol::backend::TxStatus::Idle && !self.portals.is_empty() {
             self.portals.clear();
         }
         if self.backend.is_some() {

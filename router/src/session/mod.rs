@@ -584,14 +584,14 @@ impl Session {
     async fn flush(&mut self) -> Result<(), End> {
         if !self.to_backend.is_empty() {
             if let Some(b) = self.backend.as_mut() {
-                if b.stream.write_all(&self.to_backend).await.is_err() {
+                if b.stream.send_all(&self.to_backend).await.is_err() {
                     return Err(self.backend_lost());
                 }
             }
             self.to_backend.clear();
         }
         if !self.to_client.is_empty() {
-            self.client.write_all(&self.to_client).await.map_err(|_| End::ClientGone)?;
+            self.client.send_all(&self.to_client).await.map_err(|_| End::ClientGone)?;
             self.to_client.clear();
         }
         Ok(())

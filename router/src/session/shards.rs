@@ -200,7 +200,9 @@ impl Session {
         if self.deferred.is_empty() || self.backend.is_none() {
             return;
         }
-        for d in std::mem::take(&mut self.deferred) {
+        // Drained rather than dropped: the next batch reuses the allocation.
+        let mut deferred = std::mem::take(&mut self.deferred);
+        for d in deferred.drain(..) {
             match d {
                 Deferred::Named { def, client_name } => {
                     let Some(b) = self.backend.as_mut() else { return };
@@ -234,6 +236,7 @@ impl Session {
                 }
             }
         }
+        self.deferred = deferred;
     }
 
     /// Forgets Parses that PostgreSQL would have skipped after an error.
