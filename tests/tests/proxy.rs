@@ -338,6 +338,29 @@ async fn query_text_in_the_client_encoding_passes_through() {
 }
 
 #[tokio::test]
+async fn statements_pipelined_before_terminate_still_run() {
+    let r = Router::start(RouterOptions::default());
+    let c = r.connect().await.unwrap();
+    c.batch_execute("drop table if exists before_terminate; create table before_terminate (a int)")
+        .await
+        .unwrap();
+    // Query, Query, Terminate in one write, without waiting for any reply.
+    let mut msgs = BytesMut::new();
+    for sql in ["insert into before_terminate values (1)", "insert into before_terminate values (2)"] {
+        msgs.put_u8(b'Q');
+        msgs.put_i32(4 + sql.len() as i32 + 1);
+        msgs.put_slice(sql.as_bytes());
+        msgs.put_u8(0);
+    }
+    msgs.put_slice(&[b'X', 0, 0, 0, 4]);
+    let reply = raw_session(r.port, &msgs).await;
+    assert_eq!(error_code(&reply), None, "{}", String::from_utf8_lossy(&reply));
+    let n: i64 = c.query_one("select count(*) from before_terminate", &[]).await.unwrap().get(0);
+    assert_eq!(n, 2, "both INSERTs ran, as on PostgreSQL");
+    c.batch_execute("drop table before_terminate").await.unwrap();
+}
+
+#[tokio::test]
 async fn killed_client_releases_its_row_lock() {
     let r = Router::start(RouterOptions::default());
     let setup = r.connect().await.unwrap();

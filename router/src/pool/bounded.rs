@@ -177,8 +177,6 @@ impl<M: Manage> Pool<M> {
         Ok(slot.fill(conn))
     }
 
-    /// Opens one more connection into the idle list if the pool is below `min` connections.
-    /// Returns false when there was nothing to do.
     /// The most recently returned idle connection, if it can be used as it is (see
     /// [`Manage::reusable_as_is`]); otherwise `None` and the pool is unchanged. The common
     /// checkout, without the asynchronous machinery of [`Pool::get_at`].
@@ -195,6 +193,8 @@ impl<M: Manage> Pool<M> {
         Some(Slot { pool: Some(self.inner.clone()) }.fill(conn))
     }
 
+    /// Opens one more connection into the idle list if the pool is below `min` connections.
+    /// Returns false when there was nothing to do.
     pub async fn fill_to(&self, min: usize) -> Result<bool, M::Error> {
         let slot = {
             let mut st = self.inner.lock();

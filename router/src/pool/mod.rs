@@ -215,8 +215,6 @@ impl Pools {
         Some(pool)
     }
 
-    /// Checks out a connection, mapping pool errors to ones a client can be shown.
-    /// Checks a connection out of `pool`; `now` is the caller's reading of the clock.
     /// An idle connection ready as it is, without waiting: the common checkout. `None` when
     /// [`Pools::checkout`] has work to do (open, reset, health-check, or wait).
     pub fn try_checkout(&self, pool: &Pool, now: Instant) -> Option<Pooled> {
@@ -225,6 +223,8 @@ impl Pools {
         Some(conn)
     }
 
+    /// Checks a connection out of `pool`, mapping pool errors to ones a client can be shown;
+    /// `now` is the caller's reading of the clock.
     pub async fn checkout(&self, pool: &Pool, key: &PoolKey, now: Instant) -> Result<Pooled, CheckoutError> {
         let mut get = std::pin::pin!(pool.get_at(self.config.checkout_timeout, now));
         // The common case, an idle connection, is ready at once and costs no clock read: it

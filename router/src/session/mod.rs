@@ -612,6 +612,15 @@ impl Session {
                 }
             };
             if frame.tag == tag::TERMINATE {
+                // PostgreSQL runs and answers what came before Terminate, so statements a
+                // client pipelined ahead of it must reach the shard. An extended-protocol batch
+                // without its Sync is left alone: PostgreSQL rolls it back at Terminate, as
+                // closing the backend connection does here.
+                if !self.unsynced && !self.pending.is_empty() {
+                    self.drain().await?;
+                    // The replies go out if the client still reads; it may not.
+                    let _ = self.flush().await;
+                }
                 return Ok(true);
             }
             if self.client_skip && frame.tag != tag::SYNC {

@@ -54,7 +54,7 @@ impl Session {
             }
         }
         let Ok(text) = std::str::from_utf8(sql) else {
-            // The planner reads UTF-8; so does every shard (the router requires it).
+            // The planner reads UTF-8 text.
             let e = ClientError::new(
                 "plan",
                 sqlstate::CHARACTER_NOT_IN_REPERTOIRE,
