@@ -566,6 +566,30 @@ fn psql_router(r: &Router, commands: &[&str]) -> (bool, String) {
     run_tool("psql", &args)
 }
 
+/// A client in LATIN1: text the planner must read is refused with 22021 (it reads UTF-8), and
+/// the session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_utf8_text_for_a_sharded_table_is_22021_and_the_session_goes_on() {
+    let r = router(4);
+    let c = r.connect().await.unwrap();
+    setup(&c).await;
+    let path = std::env::temp_dir().join(format!("pgr-latin1-{}.sql", std::process::id()));
+    std::fs::write(
+        &path,
+        b"\\set VERBOSITY verbose\nselect count(*) from users where name = 'caf\xe9';\nselect count(*) from users where id = 7;\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new("psql")
+        .env("PGCLIENTENCODING", "LATIN1")
+        .args(["-X", "-At", &r.conninfo(""), "-f", &path.display().to_string()])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(stderr.contains("22021") && stderr.contains("not valid UTF-8"), "{stderr}");
+    assert_eq!(stdout.trim(), "1", "the next statement ran on the same session: {stdout} {stderr}");
+}
+
 /// COPY FROM STDIN into a sharded table (psql's `\copy`): every row lands on the shard of its
 /// key, in text (no column list: the key's position comes from the catalog), CSV (header,
 /// quotes, embedded newlines) and binary; a bad row anywhere fails the whole COPY; inside a

@@ -169,9 +169,34 @@ pub fn classify(sql: &str) -> (StatementKind, Vec<SessionEffect>) {
 
 /// [`classify`] for text that is not known to be UTF-8: a simple Query forwarded as it came
 /// (its bytes are in the client's encoding). Only text the shortcut cannot settle is checked,
-/// and read with invalid bytes replaced; the keywords classification looks at are ASCII.
+/// and read with invalid bytes replaced; the keywords classification looks at are ASCII. A
+/// setting whose name or value held such bytes is refused: the router replays settings as
+/// UTF-8 text and could not send them again as the client wrote them.
 pub fn classify_bytes(sql: &[u8]) -> (StatementKind, Vec<SessionEffect>) {
-    shortcut(sql).unwrap_or_else(|| classify_all(&String::from_utf8_lossy(sql)))
+    if let Some(settled) = shortcut(sql) {
+        return settled;
+    }
+    match String::from_utf8_lossy(sql) {
+        std::borrow::Cow::Borrowed(text) => classify_all(text),
+        std::borrow::Cow::Owned(text) => {
+            let (kind, mut effects) = classify_all(&text);
+            for e in &mut effects {
+                let lossy = match e {
+                    SessionEffect::Set { name, value } => {
+                        name.contains('\u{FFFD}') || value.contains('\u{FFFD}')
+                    }
+                    SessionEffect::Reset { name } => name.contains('\u{FFFD}'),
+                    _ => false,
+                };
+                if lossy {
+                    *e = SessionEffect::Unsupported(
+                        "SET or RESET with text that is not UTF-8 cannot be replayed across connections in transaction pooling mode; write the value in ASCII or use client_encoding UTF8",
+                    );
+                }
+            }
+            (kind, effects)
+        }
+    }
 }
 
 /// Most statements are one plain DML or transaction statement: its first word says all there
@@ -496,12 +521,20 @@ mod tests {
         // LATIN1 bytes: not UTF-8.
         assert_eq!(classify_bytes(b"select 'caf\xe9'"), (StatementKind::Select, vec![]));
         assert_eq!(classify_bytes(b"update t set a = '\xe9' where k = 1;"), (StatementKind::Update, vec![]));
-        let (kind, effects) = classify_bytes(b"set application_name = 'caf\xe9'; listen x");
+        let (kind, effects) =
+            classify_bytes(b"set search_path = a; listen x; set application_name = 'caf\xe9'");
         assert_eq!(kind, StatementKind::Other);
         assert!(
-            matches!(effects[..], [SessionEffect::Set { .. }, SessionEffect::Unsupported(_)]),
+            matches!(
+                effects[..],
+                [SessionEffect::Set { .. }, SessionEffect::Unsupported(_), SessionEffect::Unsupported(m)]
+                    if m.contains("not UTF-8")
+            ),
             "{effects:?}"
         );
+        // A replacement character the client really wrote (valid UTF-8) is a value like any other.
+        let (_, effects) = classify_bytes("set application_name = '\u{FFFD}'; select 1".as_bytes());
+        assert!(matches!(effects[..], [SessionEffect::Set { .. }]), "{effects:?}");
         assert_eq!(classify_bytes(b"\xff\xfe"), (StatementKind::Other, vec![]));
     }
 
