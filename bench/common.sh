@@ -46,3 +46,26 @@ bench_shard() {
   printf '[[shards]]\nname = "%s"\nhost = "127.0.0.1"\nport = %s\n' "$1" "$2"
   if [ -n "${3:-}" ]; then printf 'database = "%s"\n' "$3"; fi
 }
+
+# bench_vschema: the [routing], [vschema] and [shard_map] sections of the routing benchmarks,
+# to stdout: table accounts of keyspace bench hashed on aid over shards s1..s4 (the caller
+# defines them), everything else in keyspace main on s1.
+bench_vschema() {
+  cat <<'CONF'
+[routing]
+default_keyspace = "main"
+[vschema.keyspaces.main]
+sharded = false
+[vschema.keyspaces.bench]
+sharded = true
+vindexes.hash_aid = { type = "hash", params = { column_type = "int" } }
+tables.accounts = { column_vindexes = [{ column = "aid", vindex = "hash_aid" }] }
+[shard_map]
+version = 1
+keyspaces.main.shards = [{ name = "s1", range = "-" }]
+keyspaces.bench.shards = [
+  { name = "s1", range = "-40" }, { name = "s2", range = "40-80" },
+  { name = "s3", range = "80-c0" }, { name = "s4", range = "c0-" },
+]
+CONF
+}

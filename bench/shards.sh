@@ -61,23 +61,7 @@ SHARD_PORT=$(free_port)
 {
   bench_router_config "$SHARD_PORT" "$SHARD_POOL" "$ROUTER_WORKERS"
   for i in 1 2 3 4; do bench_shard "s$i" "${PORTS[i]}"; done
-  cat <<'CONF'
-[routing]
-default_keyspace = "main"
-[vschema.keyspaces.main]
-sharded = false
-[vschema.keyspaces.bench]
-sharded = true
-vindexes.hash_aid = { type = "hash", params = { column_type = "int" } }
-tables.accounts = { column_vindexes = [{ column = "aid", vindex = "hash_aid" }] }
-[shard_map]
-version = 1
-keyspaces.main.shards = [{ name = "s1", range = "-" }]
-keyspaces.bench.shards = [
-  { name = "s1", range = "-40" }, { name = "s2", range = "40-80" },
-  { name = "s3", range = "80-c0" }, { name = "s4", range = "c0-" },
-]
-CONF
+  bench_vschema
 } >"$WORK/shards.toml"
 
 # The same four shards as 4 databases of pg0.
@@ -85,7 +69,7 @@ COLO_PORT=$(free_port)
 {
   bench_router_config "$COLO_PORT" "$SHARD_POOL" "$ROUTER_WORKERS"
   for i in 1 2 3 4; do bench_shard "s$i" "${PORTS[0]}" "bench_s$i"; done
-  sed -n '/^\[routing\]/,$p' "$WORK/shards.toml"
+  bench_vschema
 } >"$WORK/colo.toml"
 for i in 1 2 3 4; do
   as_pg psql -X -q -h "$WORK/pg0" -p "${PORTS[0]}" -U bench -d postgres -c "CREATE DATABASE bench_s$i" >/dev/null

@@ -273,6 +273,7 @@ pub(crate) fn shape(sql: &str) -> Option<(String, Vec<&str>, usize)> {
     let mut base = 0;
     let mut literals = Vec::new();
     let mut after_semicolon = false;
+    let mut first_word = None;
     for t in Lexer::new(sql, false) {
         match &t.kind {
             // A trailing `;` (what psql and pgbench send) is fine; anything after one is a
@@ -282,12 +283,19 @@ pub(crate) fn shape(sql: &str) -> Option<(String, Vec<&str>, usize)> {
             TokenKind::Comment => {}
             _ if after_semicolon => return None,
             TokenKind::Param(n) => base = base.max(*n),
-            TokenKind::Number | TokenKind::Str => literals.push(&sql[t.span]),
+            TokenKind::Number | TokenKind::Str => literals.push(&sql[t.span.clone()]),
             _ => {}
+        }
+        if first_word.is_none() && !t.kind.is_trivia() {
+            first_word = Some(t.span.clone());
         }
         after_semicolon |= t.kind == TokenKind::Semicolon;
     }
-    if literals.is_empty() || show_route(sql).is_some() {
+    if literals.is_empty() {
+        return None;
+    }
+    // `SHOW ROUTE FOR ...` explains its statement with the literals in place.
+    if first_word.is_some_and(|w| sql[w].eq_ignore_ascii_case("show")) && show_route(sql).is_some() {
         return None;
     }
     let mut out = String::with_capacity(sql.len() + 4 * literals.len());
@@ -297,12 +305,29 @@ pub(crate) fn shape(sql: &str) -> Option<(String, Vec<&str>, usize)> {
         let at = literal.as_ptr() as usize - sql.as_ptr() as usize;
         out.push_str(&sql[last..at]);
         out.push('$');
-        // Writing to a String cannot fail.
-        let _ = std::fmt::Write::write_fmt(&mut out, format_args!("{k}"));
+        push_decimal(&mut out, k);
         last = at + literal.len();
     }
     out.push_str(&sql[last..]);
     Some((out, literals, base))
+}
+
+/// Appends `n` in decimal (what `write!(out, "{n}")` does, without the formatting machinery:
+/// this runs for every literal of every statement planned by shape).
+fn push_decimal(out: &mut String, mut n: usize) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[i..] {
+        out.push(char::from(d));
+    }
 }
 
 /// Renumber placeholders `$1..$k` in order of first use; returns the text and, for each new
@@ -569,6 +594,18 @@ mod tests {
         assert_eq!(shaped("/* pg_router: shard=s1 */ select 1"), None);
         assert_eq!(shaped("select 1 -- pg_router: shard=s1"), None);
         assert_eq!(shaped("SHOW ROUTE FOR select 1"), None);
+        assert_eq!(shaped("/* x */ show route for select 1"), None);
+        assert_eq!(shaped("show x = 1"), Some(("show x = $1".into(), "1".into(), 0)));
+        // Placeholder numbers past one digit.
+        assert_eq!(
+            shaped("select $9, 1, 2, 3"),
+            Some(("select $9, $10, $11, $12".into(), "1|2|3".into(), 9))
+        );
+        for n in [0, 7, 10, 99, 100, 12345, usize::MAX] {
+            let mut out = String::new();
+            push_decimal(&mut out, n);
+            assert_eq!(out, n.to_string());
+        }
         for sql in ["'abc", "select $$x", "select 1 /* open", "select e'\\'"] {
             let _ = shape(sql);
         }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use planner::{KeyExpr, KeyVindex, PlanError, Planner, PlannerOptions, Target};
-use vindex::{Destination, KeyspaceId, ShardMap, TypeOid, ValidatedVSchema, Value};
+use vindex::{Destination, KeyspaceId, KeyspaceShards, ShardMap, TypeOid, ValidatedVSchema, Value};
 
 use crate::config::RoutingConfig;
 use crate::error::{sqlstate, ClientError};
@@ -19,12 +19,18 @@ use crate::error::{sqlstate, ClientError};
 pub type Endpoint = usize;
 
 pub struct Topology {
+    /// Unique among the topologies this process builds: what a plan remembered with a
+    /// statement text is valid for (see `session::statements::PlanSlot`).
+    pub id: u64,
     pub version: u64,
     pub vschema: Arc<ValidatedVSchema>,
     pub shard_map: Arc<ShardMap>,
     pub planner: Planner,
     /// Shard name → endpoint.
-    endpoints: HashMap<String, Endpoint>,
+    endpoints: foldhash::HashMap<String, Endpoint>,
+    /// Keyspace → the endpoint of each of its shards, in key-range order (`None`: no
+    /// configured shard by that name): a key resolves by shard index, without a lookup by name.
+    by_index: foldhash::HashMap<String, Vec<Option<Endpoint>>>,
     /// Endpoint for [`Target::Any`] when the session holds none: the default keyspace's shard,
     /// else the first configured shard.
     default_endpoint: Endpoint,
@@ -40,8 +46,19 @@ pub struct BoundParams<'a> {
     /// Per parameter: its format code (0 text, 1 binary).
     pub formats: &'a [i16],
     pub values: &'a [Option<&'a [u8]>],
-    /// Declared type OIDs from the Parse (0 = unspecified).
-    pub types: Vec<u32>,
+    /// The Parse's raw parameter-type section (`count:i16 | oid:u32*`, possibly empty).
+    pub types: &'a [u8],
+}
+
+impl BoundParams<'_> {
+    /// The declared type OID of parameter `i` (0-based; 0 = unspecified or not declared).
+    fn type_oid(&self, i: usize) -> u32 {
+        let declared = self.types.get(..2).map_or(0, |n| i16::from_be_bytes([n[0], n[1]]).max(0) as usize);
+        if i >= declared {
+            return 0;
+        }
+        self.types.get(2 + 4 * i..6 + 4 * i).map_or(0, |o| u32::from_be_bytes([o[0], o[1], o[2], o[3]]))
+    }
 }
 
 impl Topology {
@@ -70,12 +87,23 @@ impl Topology {
             Some(e) if all.all(|x| x == Some(e)) => Some(e),
             _ => None,
         };
+        let by_index = routing
+            .shard_map
+            .keyspaces()
+            .map(|k| {
+                let shards = k.shards().iter().map(|s| endpoints.get(s.name.as_str()).copied()).collect();
+                (k.keyspace().to_owned(), shards)
+            })
+            .collect();
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Ok(Self {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             version: routing.shard_map.version(),
             vschema: routing.vschema.clone(),
             shard_map: routing.shard_map.clone(),
             planner,
-            endpoints,
+            endpoints: endpoints.into_iter().collect(),
+            by_index,
             default_endpoint,
             single_endpoint,
             write_blocked: Default::default(),
@@ -123,6 +151,15 @@ impl Topology {
                 format!("pg-router: shard {shard} has no configured endpoint"),
             )
         })
+    }
+
+    /// The endpoint of the shard at `index` of `shards` (in key-range order).
+    fn endpoint_at(&self, shards: &KeyspaceShards, index: usize) -> Result<Endpoint, ClientError> {
+        match self.by_index.get(shards.keyspace()).and_then(|v| v.get(index).copied().flatten()) {
+            Some(e) => Ok(e),
+            // The error (no endpoint by that name) as the lookup by name reports it.
+            None => self.endpoint(shards.shards()[index].name.as_str()),
+        }
     }
 
     /// Every endpoint of a keyspace, in key-range order.
@@ -183,12 +220,16 @@ impl Topology {
                         KeyExpr::Literal(v) => std::borrow::Cow::Borrowed(v),
                         KeyExpr::Param(n) => std::borrow::Cow::Owned(bound_value(params, *n, column_type)?),
                     };
-                    let dest = single.map_one(&value).map_err(key_error)?;
-                    if matches!(dest, Destination::None) {
-                        continue;
-                    }
-                    for shard in dest.resolve(shards).map_err(routing_error)? {
-                        out.push(self.endpoint(shard.name.as_str())?);
+                    match single.map_one(&value).map_err(key_error)? {
+                        Destination::None => {}
+                        Destination::KeyspaceId(id) => {
+                            out.push(self.endpoint_at(shards, shards.index_of(id))?)
+                        }
+                        dest => {
+                            for shard in dest.resolve(shards).map_err(routing_error)? {
+                                out.push(self.endpoint(shard.name.as_str())?);
+                            }
+                        }
                     }
                 }
                 out.sort_unstable();
@@ -226,10 +267,7 @@ impl Topology {
     ) -> Result<Endpoint, ClientError> {
         let id = self.keyspace_id_of(vindex, value)?;
         let shards = self.shard_map.keyspace(keyspace).map_err(routing_error)?;
-        match Destination::KeyspaceId(id).resolve(shards).map_err(routing_error)?[..] {
-            [shard] => self.endpoint(shard.name.as_str()),
-            _ => Err(not_computable(vindex)),
-        }
+        self.endpoint_at(shards, shards.index_of(id))
     }
 
     /// The keyspace id of a new row with this sharding key (a unique functional vindex).
@@ -320,7 +358,7 @@ fn bound_value(
     let p = params.ok_or_else(missing)?;
     let i = n.checked_sub(1).ok_or_else(missing)?;
     let raw = *p.values.get(i).ok_or_else(missing)?;
-    let oid = TypeOid(p.types.get(i).copied().unwrap_or(0));
+    let oid = TypeOid(p.type_oid(i));
     let value = match p.formats.get(i).copied().unwrap_or(0) {
         0 => Value::from_text_param(raw, oid, column_type),
         _ => Value::from_binary_param(raw, oid, column_type),

@@ -144,7 +144,8 @@ impl KeyspaceShards {
     }
 
     /// Index (in [`Self::shards`]) of the shard owning `id`.
-    pub(crate) fn index_of(&self, id: KeyspaceId) -> usize {
+    #[must_use]
+    pub fn index_of(&self, id: KeyspaceId) -> usize {
         // The first shard starts at 0 (coverage), so the partition point is at least 1.
         self.shards.partition_point(|s| s.range.start() <= id).saturating_sub(1)
     }

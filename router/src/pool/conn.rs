@@ -1,6 +1,6 @@
 //! One connection to a shard: startup, authentication, and the state the router tracks on it.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -117,7 +117,7 @@ pub struct BackendConn {
     /// Session settings applied with SET on this connection, beyond the startup defaults.
     pub settings: Settings,
     /// Router-global prepared statement ids already prepared on this connection.
-    pub prepared: HashSet<u64>,
+    pub prepared: foldhash::HashSet<u64>,
     pub created: Instant,
     /// Session state may have changed (SET, LISTEN, temp tables...): reset before reuse.
     pub needs_reset: bool,
@@ -176,7 +176,7 @@ impl BackendConn {
             cancel: CancelTarget { addr, pid: 0, secret: 0 },
             server_params: Vec::new(),
             settings: Settings::default(),
-            prepared: HashSet::new(),
+            prepared: Default::default(),
             created: Instant::now(),
             needs_reset: false,
             shard: p.shard.clone(),

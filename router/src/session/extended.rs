@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use planner::{Action, InsertSplit, Scatter, TxControl};
+use planner::{Action, InsertSplit, Plan, PlanError, Scatter, TxControl};
 
 use super::classify::classify;
 use super::savepoints::SavepointStep;
@@ -208,6 +208,7 @@ impl Session {
             param_types: Bytes::copy_from_slice(parse.param_types),
             kind,
             effects,
+            plan: Default::default(),
         });
         self.recent_texts.remember(&text);
         Ok(text)
@@ -220,6 +221,22 @@ impl Session {
             return self.unnamed.as_ref().map(|u| (u.text.query.clone(), u.text.param_types.clone(), None));
         }
         self.statements.get(name).map(|d| (d.query.clone(), d.param_types.clone(), Some(d.clone())))
+    }
+
+    /// The plan of a Bind's statement (`def`, or the unnamed statement when `None`; text
+    /// `query`): the one kept with the statement if it was planned under this topology.
+    fn statement_plan(&self, def: Option<&StatementDef>, query: &str) -> Result<Arc<Plan>, PlanError> {
+        let slot = match (def, &self.unnamed) {
+            (Some(d), _) => &d.plan,
+            (None, Some(u)) => &u.text.plan,
+            (None, None) => return self.topology.planner.plan(query),
+        };
+        if let Some(plan) = slot.get(self.topology.id) {
+            return Ok(plan);
+        }
+        let plan = self.topology.planner.plan(query)?;
+        slot.set(self.topology.id, &plan);
+        Ok(plan)
     }
 
     pub(super) async fn on_bind(&mut self, frame: Frame) -> Result<(), End> {
@@ -238,7 +255,7 @@ impl Session {
                 return self.bind_on(endpoint, &frame, &bind, def).await;
             }
         }
-        let plan = match self.topology.planner.plan(&query) {
+        let plan = match self.statement_plan(def.as_deref(), &query) {
             Ok(p) => p,
             Err(e) => {
                 self.refuse_deferred();
@@ -255,8 +272,7 @@ impl Session {
             self.settle_lookup_tx().await;
         }
         let params = bind.params().map_err(decode_error)?;
-        let bound =
-            BoundParams { formats: &params.formats, values: &params.values, types: param_oids(&param_types) };
+        let bound = BoundParams { formats: &params.formats, values: &params.values, types: &param_types };
         // A block that added lookup rows is ended by the router (see `lookup`).
         let mut ended_block = None;
         if let Action::Transaction(tc) = &plan.action {

@@ -21,7 +21,7 @@ mod shards;
 mod simple;
 pub mod statements;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -277,6 +277,7 @@ struct UnnamedText {
     param_types: Bytes,
     kind: StatementKind,
     effects: Vec<SessionEffect>,
+    plan: statements::PlanSlot,
 }
 
 impl UnnamedText {
@@ -362,12 +363,12 @@ struct Session {
     /// PostgreSQL does after an error.
     client_skip: bool,
     /// The client's named prepared statements.
-    statements: HashMap<String, Arc<StatementDef>>,
+    statements: foldhash::HashMap<String, Arc<StatementDef>>,
     unnamed: Option<Unnamed>,
     recent_texts: RecentTexts,
     deferred: Vec<Deferred>,
     /// Portals the router runs itself (cross-shard statements), by portal name.
-    portals: HashMap<String, extended::RouterPortal>,
+    portals: foldhash::HashMap<String, extended::RouterPortal>,
     /// The shard each portal was bound on (a transaction may move between shards while a
     /// portal stays open on one of them).
     portal_shards: extended::PortalShards,
@@ -444,11 +445,11 @@ impl Session {
             unsynced: false,
             in_copy: false,
             client_skip: false,
-            statements: HashMap::new(),
+            statements: Default::default(),
             unnamed: None,
             recent_texts: RecentTexts::default(),
             deferred: Vec::new(),
-            portals: HashMap::new(),
+            portals: Default::default(),
             portal_shards: extended::PortalShards::default(),
             settings,
             unnamed_kind: StatementKind::Other,
@@ -942,6 +943,7 @@ mod tests {
             param_types: Bytes::from_static(param_types),
             kind,
             effects,
+            plan: Default::default(),
         })
     }
 

@@ -5,12 +5,31 @@
 //! it on a backend as `pgr_<id>` the first time that backend needs it, so clients that prepare
 //! the same text share one backend statement (as PgBouncer ≥ 1.21 does).
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use planner::Plan;
 
 use super::classify::{classify, SessionEffect, StatementKind};
+
+/// The plan of a statement text under one topology, kept with the text: a Bind of a prepared
+/// statement routes from it without looking the text up in the planner's cache (which hashes
+/// the whole text) again. Valid only for the topology it was planned with; a new topology
+/// replaces it at the next Bind.
+#[derive(Debug, Default)]
+pub struct PlanSlot(Mutex<Option<(u64, Arc<Plan>)>>);
+
+impl PlanSlot {
+    /// The plan remembered for topology `id`, if any.
+    pub fn get(&self, topology: u64) -> Option<Arc<Plan>> {
+        let slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        slot.as_ref().filter(|(id, _)| *id == topology).map(|(_, plan)| plan.clone())
+    }
+
+    pub fn set(&self, topology: u64, plan: &Arc<Plan>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((topology, plan.clone()));
+    }
+}
 
 /// One distinct statement.
 #[derive(Debug)]
@@ -23,6 +42,7 @@ pub struct StatementDef {
     pub param_types: Bytes,
     pub kind: StatementKind,
     pub effects: Vec<SessionEffect>,
+    pub plan: PlanSlot,
 }
 
 #[derive(Default)]
@@ -32,7 +52,7 @@ pub struct StatementRegistry {
 
 #[derive(Default)]
 struct Registry {
-    by_text: HashMap<(String, Bytes), Arc<StatementDef>>,
+    by_text: foldhash::HashMap<(String, Bytes), Arc<StatementDef>>,
     next_id: u64,
 }
 
@@ -57,6 +77,7 @@ impl StatementRegistry {
             param_types: key.1.clone(),
             kind,
             effects,
+            plan: PlanSlot::default(),
         });
         reg.by_text.insert(key, def.clone());
         def
@@ -74,6 +95,22 @@ impl StatementRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kept_plan_serves_only_the_topology_it_was_planned_under() {
+        let slot = PlanSlot::default();
+        assert!(slot.get(1).is_none());
+        let plan = Arc::new(Plan {
+            class: planner::StatementClass::Other,
+            action: planner::Action::Session,
+            params: 0,
+        });
+        slot.set(1, &plan);
+        assert!(slot.get(1).is_some_and(|p| Arc::ptr_eq(&p, &plan)));
+        assert!(slot.get(2).is_none(), "another topology plans again");
+        slot.set(2, &plan);
+        assert!(slot.get(1).is_none(), "one topology at a time");
+    }
 
     #[test]
     fn same_text_same_id() {

@@ -48,6 +48,18 @@ fn integer_ranges_follow_the_declared_width() {
         Value::Int(i64::MIN)
     );
     assert!(Value::from_text_param(Some(b"9223372036854775808"), TypeOid::INT8, int).is_err());
+    // Either side of the all-digits shortcut (up to 18 digits) and the general path.
+    for (text, value) in [
+        (&b"999999999999999999"[..], 999_999_999_999_999_999),
+        (b"9223372036854775807", i64::MAX),
+        (b"007", 7),
+        (b" 7 ", 7),
+        (b"32767", 32767),
+    ] {
+        assert_eq!(Value::from_text_param(Some(text), TypeOid::UNKNOWN, int).unwrap(), Value::Int(value));
+    }
+    assert!(Value::from_text_param(Some(b"32768"), TypeOid::INT2, int).is_err());
+    assert!(Value::from_text_param(Some(b""), TypeOid::INT8, int).is_err());
     assert!(Value::from_binary_param(Some(&[0, 0, 42]), TypeOid::INT4, int).is_err());
     let err = Value::from_sql_literal("42.5", int).unwrap_err();
     assert!(err.to_string().contains("not an integer"), "{err}");

@@ -9,6 +9,12 @@ type Parsed<T> = std::result::Result<T, &'static str>;
 /// PostgreSQL's integer input: optional surrounding whitespace, optional sign, decimal digits
 /// (PostgreSQL 15 has no `_` separators or `0x` prefixes), checked against `[min, max]`.
 pub(crate) fn parse_int(s: &str, min: i64, max: i64) -> Parsed<i64> {
+    // The common case, a key as drivers send it: up to 18 digits cannot overflow an i64.
+    let b = s.as_bytes();
+    if !b.is_empty() && b.len() <= 18 && b.iter().all(u8::is_ascii_digit) {
+        let v = b.iter().fold(0i64, |acc, d| acc * 10 + i64::from(d - b'0'));
+        return if v < min || v > max { Err("integer out of range") } else { Ok(v) };
+    }
     let t = s.trim_matches(|c: char| c.is_ascii_whitespace());
     let (negative, digits) = match t.as_bytes().first() {
         Some(b'-') => (true, &t[1..]),
