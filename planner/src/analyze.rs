@@ -115,9 +115,9 @@ impl KeyPred {
 
     pub(crate) fn key_vindex(&self) -> KeyVindex {
         KeyVindex {
-            column: self.column.clone(),
+            column: self.column.as_str().into(),
             vindex: self.vindex.clone(),
-            lookup_keyspace: self.lookup_keyspace.clone(),
+            lookup_keyspace: self.lookup_keyspace.as_deref().map(Arc::from),
         }
     }
 }

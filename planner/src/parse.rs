@@ -48,12 +48,33 @@ impl TokenKind {
     }
 }
 
+const IDENT_START: u8 = 1;
+const IDENT_CHAR: u8 = 2;
+
+/// Byte classes for the lexer's inner loops (one table load per byte instead of a chain of
+/// comparisons): letters, `_` and every non-ASCII byte start an identifier; those, digits and
+/// `$` continue one.
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        if b.is_ascii_alphabetic() || b == b'_' || b >= 0x80 {
+            t[i] = IDENT_START | IDENT_CHAR;
+        } else if b.is_ascii_digit() || b == b'$' {
+            t[i] = IDENT_CHAR;
+        }
+        i += 1;
+    }
+    t
+};
+
 fn is_ident_start(b: u8) -> bool {
-    b.is_ascii_alphabetic() || b == b'_' || b >= 0x80
+    CLASS[usize::from(b)] & IDENT_START != 0
 }
 
 fn is_ident_char(b: u8) -> bool {
-    is_ident_start(b) || b.is_ascii_digit() || b == b'$'
+    CLASS[usize::from(b)] & IDENT_CHAR != 0
 }
 
 /// Tokenize PostgreSQL text. Never fails: an unterminated string or comment runs to the end.
@@ -575,6 +596,15 @@ mod tests {
         assert_eq!(show_route("SHOW search_path"), None);
         assert_eq!(show_route("show \"route\" for select 1"), None);
         assert_eq!(show_route("/* c */ SHOW route\n for select 1"), Some(23));
+    }
+
+    #[test]
+    fn identifier_byte_classes() {
+        for b in 0..=255u8 {
+            let start = b.is_ascii_alphabetic() || b == b'_' || b >= 0x80;
+            assert_eq!(is_ident_start(b), start, "{b}");
+            assert_eq!(is_ident_char(b), start || b.is_ascii_digit() || b == b'$', "{b}");
+        }
     }
 
     #[test]

@@ -179,19 +179,20 @@ pub enum Target {
 /// The vindex chosen for a [`Target::Keys`].
 #[derive(Clone)]
 pub struct KeyVindex {
-    /// `table.column` the predicate is on (for explain output).
-    pub column: String,
+    /// `table.column` the predicate is on (for explain output). Shared, like the fields below:
+    /// a plan made from a statement's shape is copied for every text of that shape.
+    pub column: Arc<str>,
     pub vindex: Arc<dyn Vindex>,
     /// For a lookup vindex: the unsharded keyspace whose shard holds its lookup table. The
     /// router asks that table for the keyspace ids of the values, then routes by them.
-    pub lookup_keyspace: Option<String>,
+    pub lookup_keyspace: Option<Arc<str>>,
 }
 
 impl KeyVindex {
     /// A vindex that maps values without IO.
     #[must_use]
-    pub fn functional(column: String, vindex: Arc<dyn Vindex>) -> Self {
-        KeyVindex { column, vindex, lookup_keyspace: None }
+    pub fn functional(column: impl Into<Arc<str>>, vindex: Arc<dyn Vindex>) -> Self {
+        KeyVindex { column: column.into(), vindex, lookup_keyspace: None }
     }
 }
 

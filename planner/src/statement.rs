@@ -344,9 +344,9 @@ impl Planner {
             }
             out.push(LookupWrite {
                 vindex: KeyVindex {
-                    column: format!("{name}.{col}"),
+                    column: format!("{name}.{col}").into(),
                     vindex: cv.vindex.clone(),
-                    lookup_keyspace: Some(place.clone()),
+                    lookup_keyspace: Some(place.as_str().into()),
                 },
                 owner: name.to_owned(),
                 column: col.clone(),
