@@ -249,6 +249,62 @@ async fn shards_added_and_moved_through_the_api_serve_new_statements() {
     assert_eq!(out["outcome"], "applied");
 }
 
+/// A statement prepared before a VSchema change routes by the new VSchema at its next Bind (the
+/// plan a prepared statement keeps is only valid for the topology it was made under).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_statement_routes_by_a_vschema_changed_after_it_was_prepared() {
+    let cl = sharded_cluster();
+    for i in 0..2 {
+        cl.psql(
+            i,
+            DATABASE,
+            "DROP TABLE IF EXISTS pitems; CREATE TABLE pitems (id bigint PRIMARY KEY, v text)",
+        )
+        .unwrap();
+    }
+    let r = Router::start(RouterOptions {
+        shards: 2,
+        extra: ROUTING.replace("items", "pitems"),
+        ..options(None)
+    });
+    let a = admin(&r);
+    let c = r.connect().await.unwrap();
+    insert_ids(&c, "pitems", 1..=40).await;
+    // An id that hash_id put on s1: a numeric vindex maps every small id to s0 (range -80).
+    let on_s1: Vec<i64> = (1..=40).filter(|id| count_on(1, "pitems", *id, *id) == 1).collect();
+    let id = *on_s1.first().expect("some of 40 hashed ids land on s1");
+    let select = c.prepare("SELECT v FROM pitems WHERE id = $1").await.unwrap();
+    assert_eq!(c.query(&select, &[&id]).await.unwrap().len(), 1, "found on s1 by hash");
+
+    let numeric = serde_json::json!({
+        "keyspaces": {
+            "main": { "sharded": false },
+            "ks": {
+                "sharded": true,
+                "vindexes": { "by_value": { "type": "numeric" } },
+                "tables": { "pitems": { "column_vindexes": [{ "column": "id", "vindex": "by_value" }] } }
+            }
+        }
+    });
+    let out: serde_json::Value = a.send(Method::PUT, "/v1/vschema", &numeric).await.unwrap();
+    assert_eq!(out["outcome"], "applied", "{out}");
+    wait_for_router_version(&a, out["version"].as_u64().unwrap()).await;
+
+    // The same prepared statement now goes to s0, where the row is not.
+    assert_eq!(c.query(&select, &[&id]).await.unwrap().len(), 0, "routed by the numeric vindex to s0");
+    let plan: String = c
+        .simple_query(&format!("SHOW ROUTE FOR SELECT v FROM pitems WHERE id = {id}"))
+        .await
+        .unwrap()
+        .into_iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .unwrap();
+    assert!(plan.contains("by_value"), "{plan}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_blocked_keyspace_refuses_writes_but_serves_reads() {
     let cl = sharded_cluster();

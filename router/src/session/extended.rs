@@ -241,6 +241,9 @@ impl Session {
 
     pub(super) async fn on_bind(&mut self, frame: Frame) -> Result<(), End> {
         let bind = Bind::decode(&frame).map_err(decode_error)?;
+        // A client that prepared its statements once sends only Bind/Execute from then on:
+        // routing changes must reach it here, not only at Parse.
+        self.refresh_topology();
         if !self.portals.is_empty() {
             self.portals.remove(bind.portal);
         }
