@@ -222,37 +222,43 @@ fn shortcut(sql: &[u8]) -> Option<(StatementKind, Vec<SessionEffect>)> {
 /// function does). A `;` or the word inside quotes or comments sends the text down the full
 /// path, which is merely slower.
 fn plain_single_statement(sql: &[u8]) -> bool {
-    // Eight bytes at a time: only a chunk holding a `;` or `_` is looked at byte by byte.
-    const LANES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    // The classic zero-byte test on `w ^ bb..b`: true if any byte of `w` is `b` (a false
-    // positive can follow a true one, never a false negative).
-    let holds = |w: u64, b: u8| {
-        let x = w ^ (LANES * u64::from(b));
-        x.wrapping_sub(LANES) & !x & HIGH != 0
-    };
-    let mut start = 0;
-    while start < sql.len() {
-        let end = (start + 8).min(sql.len());
-        let candidate = match <[u8; 8]>::try_from(&sql[start..end]) {
-            Ok(chunk) => {
-                let w = u64::from_le_bytes(chunk);
-                holds(w, b';') || holds(w, b'_')
+    // Eight bytes at a time; only the positions of `;` and `_` are visited.
+    let mut base = 0;
+    while base < sql.len() {
+        let chunk = &sql[base..sql.len().min(base + 8)];
+        let word = match <[u8; 8]>::try_from(chunk) {
+            Ok(full) => u64::from_le_bytes(full),
+            Err(_) => {
+                // The tail, padded with zero bytes (which match neither).
+                let mut padded = [0u8; 8];
+                padded[..chunk.len()].copy_from_slice(chunk);
+                u64::from_le_bytes(padded)
             }
-            Err(_) => true,
         };
-        if candidate {
-            for i in start..end {
-                match sql[i] {
-                    b';' => return sql[i + 1..].iter().all(u8::is_ascii_whitespace),
-                    b'_' if names_advisory_lock(sql, i) => return false,
-                    _ => {}
-                }
+        let mut hits = byte_matches(word, b';') | byte_matches(word, b'_');
+        while hits != 0 {
+            let i = base + (hits.trailing_zeros() / 8) as usize;
+            match sql[i] {
+                b';' => return sql[i + 1..].iter().all(u8::is_ascii_whitespace),
+                _ if names_advisory_lock(sql, i) => return false,
+                _ => {}
             }
+            hits &= hits - 1;
         }
-        start = end;
+        base += 8;
     }
     true
+}
+
+/// The high bit of every byte of `word` that equals `b`, and no other bit.
+fn byte_matches(word: u64, b: u8) -> u64 {
+    const LANES: u64 = 0x0101_0101_0101_0101;
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    let x = word ^ (LANES * u64::from(b));
+    // Per byte: the high bit of `(x & 0x7f) + 0x7f` is set when the low seven bits are not all
+    // zero (the sum stays below 0x100, so nothing carries into the next byte); or-ing in `x`
+    // adds the byte's own high bit. What is left clear is exactly the zero bytes of `x`.
+    !((x & LOW7).wrapping_add(LOW7) | x | LOW7)
 }
 
 /// Whether the `_` at `at` is the one in `advisory_lock`, in any case.
@@ -294,23 +300,44 @@ fn kw(t: Option<&&str>, word: &str) -> bool {
 
 /// The kind of a statement by its first word.
 fn statement_kind(first: &[u8]) -> StatementKind {
-    let mut lower = [0u8; 10];
-    let Some(word) = lower.get_mut(..first.len()) else {
-        return StatementKind::Other;
-    };
-    word.copy_from_slice(first);
-    word.make_ascii_lowercase();
-    match &*word {
-        b"select" | b"with" | b"values" | b"table" => StatementKind::Select,
-        b"insert" | b"copy" => StatementKind::Insert,
-        b"update" => StatementKind::Update,
-        b"delete" | b"truncate" => StatementKind::Delete,
-        b"begin" | b"start" | b"commit" | b"end" | b"rollback" | b"abort" | b"savepoint" | b"release" => {
-            StatementKind::Transaction
+    use StatementKind::*;
+    // Words of up to eight bytes compare as one number: the bytes, zero-padded, with 0x20 or-ed
+    // into each, which lowercases ASCII letters and maps no other byte onto a lowercase letter.
+    // The length is compared too, so padding cannot stand for a byte of the word.
+    const fn key(word: &[u8]) -> u64 {
+        let mut k = 0;
+        let mut i = 0;
+        while i < word.len() {
+            k |= (word[i] as u64) << (8 * i);
+            i += 1;
         }
-        b"create" | b"alter" | b"drop" | b"comment" | b"grant" | b"revoke" => StatementKind::Ddl,
-        _ => StatementKind::Other,
+        k | 0x2020_2020_2020_2020
     }
+    if first.len() > 8 {
+        let kind = if first.eq_ignore_ascii_case(b"savepoint") { Transaction } else { Other };
+        return kind;
+    }
+    let mut padded = [0u8; 8];
+    padded[..first.len()].copy_from_slice(first);
+    let k = u64::from_le_bytes(padded) | 0x2020_2020_2020_2020;
+    macro_rules! words {
+        ($($w:literal => $kind:expr),* $(,)?) => {
+            $(if first.len() == $w.len() && k == const { key($w) } {
+                return $kind;
+            })*
+        };
+    }
+    words! {
+        b"select" => Select, b"with" => Select, b"values" => Select, b"table" => Select,
+        b"insert" => Insert, b"copy" => Insert, b"update" => Update,
+        b"delete" => Delete, b"truncate" => Delete,
+        b"begin" => Transaction, b"start" => Transaction, b"commit" => Transaction,
+        b"end" => Transaction, b"rollback" => Transaction, b"abort" => Transaction,
+        b"release" => Transaction,
+        b"create" => Ddl, b"alter" => Ddl, b"drop" => Ddl, b"comment" => Ddl, b"grant" => Ddl,
+        b"revoke" => Ddl,
+    }
+    Other
 }
 
 fn unquote_ident(t: &str) -> String {
@@ -513,6 +540,118 @@ mod tests {
         ] {
             assert_eq!(classify(sql), classify_all(sql), "{sql}");
             assert_eq!(classify_bytes(sql.as_bytes()), classify_all(sql), "{sql}");
+        }
+    }
+
+    #[test]
+    fn first_words_are_matched_exactly_in_any_case() {
+        // The reference: lowercase the word and compare it as text.
+        fn reference(word: &[u8]) -> StatementKind {
+            let lower = word.to_ascii_lowercase();
+            match &lower[..] {
+                b"select" | b"with" | b"values" | b"table" => StatementKind::Select,
+                b"insert" | b"copy" => StatementKind::Insert,
+                b"update" => StatementKind::Update,
+                b"delete" | b"truncate" => StatementKind::Delete,
+                b"begin" | b"start" | b"commit" | b"end" | b"rollback" | b"abort" | b"savepoint"
+                | b"release" => StatementKind::Transaction,
+                b"create" | b"alter" | b"drop" | b"comment" | b"grant" | b"revoke" => StatementKind::Ddl,
+                _ => StatementKind::Other,
+            }
+        }
+        let words: &[&[u8]] = &[
+            b"select",
+            b"SELECT",
+            b"SeLeCt",
+            b"with",
+            b"values",
+            b"table",
+            b"insert",
+            b"copy",
+            b"update",
+            b"delete",
+            b"truncate",
+            b"TRUNCATE",
+            b"begin",
+            b"start",
+            b"commit",
+            b"end",
+            b"rollback",
+            b"abort",
+            b"savepoint",
+            b"SAVEPOINT",
+            b"release",
+            b"create",
+            b"alter",
+            b"drop",
+            b"comment",
+            b"grant",
+            b"revoke",
+            b"",
+            b"e",
+            b"en",
+            b"ends",
+            b"selec",
+            b"selects",
+            b"savepoints",
+            b"savepoin",
+            b"select\0",
+            b"s\xc5lect",
+            b"sel@ct",
+            b"SEL\x7fCT",
+            b"end\0\0",
+            b"\xff\xff\xff",
+            b"rollbacks",
+            b"listen",
+            b"set",
+        ];
+        for w in words {
+            assert_eq!(statement_kind(w), reference(w), "{:?}", String::from_utf8_lossy(w));
+        }
+        // Every byte in every position of a keyword: only its two cases keep the kind.
+        for kw in [&b"select"[..], b"rollback", b"end", b"savepoint"] {
+            for at in 0..kw.len() {
+                for b in 0..=255u8 {
+                    let mut w = kw.to_vec();
+                    w[at] = b;
+                    assert_eq!(statement_kind(&w), reference(&w), "{:?}", String::from_utf8_lossy(&w));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn byte_matches_finds_exactly_the_equal_bytes() {
+        for b in [b';', b'_', 0, 0x80, 0xff] {
+            for word in [0u64, u64::MAX, 0x3b5f_3b00_ff80_5f3b, 0x0102_0304_0506_0708, 0x5f5f_5f5f_5f5f_5f5f]
+            {
+                let want = word
+                    .to_le_bytes()
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, x)| **x == b)
+                    .fold(0u64, |m, (i, _)| m | 0x80 << (8 * i));
+                assert_eq!(byte_matches(word, b), want, "{word:#x} {b:#x}");
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever the shortcut settles, the full lexer settles the same way.
+        #[test]
+        fn the_shortcut_agrees_with_the_full_lexer_on_sql_like_text(parts in proptest::collection::vec(
+            proptest::prop_oneof![
+                proptest::strategy::Just("select"), proptest::strategy::Just("UPDATE"),
+                proptest::strategy::Just("set"), proptest::strategy::Just(";"), proptest::strategy::Just(" "),
+                proptest::strategy::Just("_"), proptest::strategy::Just("advisory"), proptest::strategy::Just("_lock"),
+                proptest::strategy::Just("pg_advisory_lock(1)"), proptest::strategy::Just("pg_try_"),
+                proptest::strategy::Just("'"), proptest::strategy::Just("--"), proptest::strategy::Just("\n"),
+                proptest::strategy::Just("x_y"), proptest::strategy::Just("listen"), proptest::strategy::Just("begin"),
+            ], 0..24)) {
+            let sql = parts.concat();
+            if let Some(settled) = shortcut(sql.as_bytes()) {
+                proptest::prop_assert_eq!(settled, classify_all(&sql), "{}", sql);
+            }
         }
     }
 

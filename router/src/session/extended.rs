@@ -272,7 +272,7 @@ impl Session {
             return Ok(());
         }
         if !self.lookup_tx.is_empty() && self.tx == crate::protocol::backend::TxStatus::Idle {
-            self.settle_lookup_tx().await;
+            Box::pin(self.settle_lookup_tx()).await;
         }
         let params = bind.params().map_err(decode_error)?;
         let bound = BoundParams { formats: &params.formats, values: &params.values, types: &param_types };
@@ -284,7 +284,7 @@ impl Session {
                     TxControl::Commit | TxControl::Rollback => {
                         let commit = matches!(tc, TxControl::Commit)
                             && self.tx != crate::protocol::backend::TxStatus::Failed;
-                        match self.end_block_with_lookups(commit).await {
+                        match Box::pin(self.end_block_with_lookups(commit)).await {
                             Ok(tag) => ended_block = Some(tag),
                             Err(Stop::End(e)) => return Err(e),
                             Err(Stop::Refuse(e)) => return self.refuse_bind(e),
@@ -301,7 +301,7 @@ impl Session {
                 }
                 Action::Transaction(
                     tc @ (TxControl::Savepoint(_) | TxControl::Release(_) | TxControl::RollbackTo(_)),
-                ) => match self.spread_savepoint(tc).await {
+                ) => match Box::pin(self.spread_savepoint(tc)).await {
                     Ok(SavepointStep::Forward) => {
                         let endpoint = self.preferred();
                         return self.bind_on(endpoint, &frame, &bind, def).await;
@@ -331,7 +331,7 @@ impl Session {
                 }
                 Action::InsertSplit(ins) => {
                     let ids = match &ins.auto_increment {
-                        Some(fill) => match self.fetch_ids(fill, ins.template.row_count()).await {
+                        Some(fill) => match Box::pin(self.fetch_ids(fill, ins.template.row_count())).await {
                             Ok(ids) => Some(ids),
                             Err(e) => return self.refuse_bind(e),
                         },
@@ -340,7 +340,7 @@ impl Session {
                     let keys = Self::insert_keys(ins, ids.as_deref());
                     let groups = self.split_rows(ins, &keys, Some(&bound));
                     if groups.is_ok() && !ins.lookups.is_empty() {
-                        if let Err(e) = self.write_lookups(ins, &keys, Some(&bound)).await {
+                        if let Err(e) = Box::pin(self.write_lookups(ins, &keys, Some(&bound))).await {
                             return self.refuse_bind(e);
                         }
                     }
@@ -372,10 +372,8 @@ impl Session {
                 )),
                 Action::Transaction(TxControl::Commit | TxControl::Rollback) if !self.others.is_empty() => {
                     let commit = matches!(plan.action, Action::Transaction(TxControl::Commit));
-                    match self
-                        .finish_others(commit && self.tx != crate::protocol::backend::TxStatus::Failed)
-                        .await
-                    {
+                    let failed = self.tx == crate::protocol::backend::TxStatus::Failed;
+                    match Box::pin(self.finish_others(commit && !failed)).await {
                         Ok(()) => {}
                         Err(Stop::End(e)) => return Err(e),
                         Err(Stop::Refuse(e)) => {
@@ -416,7 +414,7 @@ impl Session {
             self.refuse_deferred();
         }
         let portal = bind.portal.to_owned();
-        self.open_portal(portal, kind, query.to_string(), param_types, params).await
+        Box::pin(self.open_portal(portal, kind, query.to_string(), param_types, params)).await
     }
 
     fn refuse_bind(&mut self, e: ClientError) -> Result<(), End> {
@@ -515,7 +513,7 @@ impl Session {
         let d = DescribeOrClose::decode(&frame).map_err(decode_error)?;
         if d.target == Target::Portal && self.portals.contains_key(d.name) {
             let name = d.name.to_owned();
-            return self.describe_portal(&name).await;
+            return Box::pin(self.describe_portal(&name)).await;
         }
         if d.target == Target::Portal {
             let bound_on = self.portal_shards.get(d.name);
@@ -579,7 +577,7 @@ impl Session {
             result_formats: &result_formats,
             describe_only: true,
         };
-        self.run_fan_out(&[endpoint], &[request], &mut DescribeOnly::default(), true).await
+        Box::pin(self.run_fan_out(&[endpoint], &[request], &mut DescribeOnly::default(), true)).await
     }
 
     /// Parses waiting in this batch go to a shard before the router answers anything itself,
@@ -647,7 +645,7 @@ impl Session {
             return self.forward_portal(bound_on, frame, Expect::Execute).await;
         }
         let name = portal.to_owned();
-        self.execute_portal(&name, usize::try_from(max_rows).unwrap_or(0)).await
+        Box::pin(self.execute_portal(&name, usize::try_from(max_rows).unwrap_or(0))).await
     }
 
     async fn execute_portal(&mut self, name: &str, max_rows: usize) -> Result<(), End> {

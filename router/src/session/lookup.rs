@@ -98,7 +98,7 @@ impl Session {
         }
         let place = self.place_endpoint(place)?;
         let sql = lookup.table().ids_literal_sql(&values);
-        let found = self.lookup_query(place, &sql, "read a lookup table").await?.0;
+        let found = Box::pin(self.lookup_query(place, &sql, "read a lookup table")).await?.0;
         let table = lookup.table().name();
         let ids = found.iter().map(|h| parse_id(h.as_deref(), &table)).collect::<Result<Vec<_>, _>>()?;
         self.topology.endpoints_of_ids(keyspace, &ids)

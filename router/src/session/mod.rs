@@ -26,7 +26,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -497,6 +497,7 @@ impl Session {
         // without registering, and the first poll must register.
         let mut notice = std::pin::pin!(tokio::task::unconstrained(notice.recv()));
         let mut armed = false;
+        let mut client_wake = ClientWake::default();
         loop {
             self.flush().await?;
             let idle = self.backend.is_none() && self.others.is_empty();
@@ -517,6 +518,7 @@ impl Session {
             }
             let draining = self.draining;
             let (backend, client, cbuf) = (&mut self.backend, &mut self.client, &mut self.cbuf);
+            let wake = &mut client_wake;
             // Cancel safety: a `read_buf` that is not ready loses nothing; bytes read so far
             // stay in the buffer. Backend replies go first: a client that keeps sending
             // cannot hold them up.
@@ -527,8 +529,13 @@ impl Session {
                         return Poll::Ready(Event::Backend(r));
                     }
                 }
-                if let Poll::Ready(r) = std::pin::pin!(client.read_buf(cbuf)).poll(cx) {
-                    return Poll::Ready(Event::Client(r));
+                if wake.must_poll(cx, client.is_tls()) {
+                    let waker = wake.waker(cx);
+                    let mut client_cx = Context::from_waker(waker);
+                    match std::pin::pin!(client.read_buf(cbuf)).poll(&mut client_cx) {
+                        Poll::Ready(r) => return Poll::Ready(Event::Client(r)),
+                        Poll::Pending => wake.armed(),
+                    }
                 }
                 if !draining && (!armed || raised.load(Ordering::Acquire)) {
                     armed = true;
@@ -539,6 +546,10 @@ impl Session {
                 Poll::Pending
             })
             .await;
+            if !matches!(event, Event::Backend(_)) {
+                // Handling this may read from the client with another waker.
+                client_wake.disarm();
+            }
             match event {
                 Event::Shutdown => self.draining = true,
                 Event::Client(Ok(0)) | Event::Client(Err(_)) => return Err(End::ClientGone),
@@ -803,16 +814,21 @@ impl Session {
         let Some(b) = self.backend.as_mut() else { return Ok(()) };
         let mut undone = Vec::new();
         let mut pos = 0;
+        // Messages from here to `pos` go to the client; they are copied in one piece when the
+        // run ends (a hidden message, a made-up one to slot in, or the end of the buffer).
+        let mut run_from = 0;
         loop {
             let header = match peek_header(&b.rbuf[pos..], PG_MAX_MESSAGE_LEN) {
                 Ok(Some(h)) => h,
                 Ok(None) => break,
                 Err(e) => {
+                    // What came before the bad message still reaches the client.
+                    self.to_client.extend_from_slice(&b.rbuf[run_from..pos]);
                     return Err(End::Fatal(ClientError::fatal(
                         "backend_protocol",
                         sqlstate::PROTOCOL_VIOLATION,
                         format!("pg-router: invalid message from shard {}: {e}", b.shard),
-                    )))
+                    )));
                 }
             };
             let (t, len) = header;
@@ -848,14 +864,27 @@ impl Session {
                 }
                 _ => {}
             }
-            if self.pending.on_backend(t, &mut undone) == Disposition::Forward {
-                self.to_client.extend_from_slice(msg);
-            }
-            while let Some(s) = self.pending.pop_synthetic() {
-                self.to_client.extend_from_slice(&s);
+            let expected = self.pending.len();
+            if self.pending.on_backend(t, &mut undone) == Disposition::Hide {
+                self.to_client.extend_from_slice(&b.rbuf[run_from..pos]);
+                run_from = pos + len;
             }
             pos += len;
+            // Made-up replies go out when they reach the front, which only happens when this
+            // message completed an entry.
+            if self.pending.len() == expected || !self.pending.synthetic_at_front() {
+                continue;
+            }
+            if let Some(s) = self.pending.pop_synthetic() {
+                self.to_client.extend_from_slice(&b.rbuf[run_from..pos]);
+                run_from = pos;
+                self.to_client.extend_from_slice(&s);
+                while let Some(s) = self.pending.pop_synthetic() {
+                    self.to_client.extend_from_slice(&s);
+                }
+            }
         }
+        self.to_client.extend_from_slice(&b.rbuf[run_from..pos]);
         b.rbuf.advance(pos);
         for u in undone {
             self.undo(u);
@@ -906,6 +935,70 @@ impl Session {
     }
 }
 
+/// Which wake-ups came from the client socket, so that the session loop reads the client only
+/// when it may have something, instead of after every backend reply too.
+///
+/// The client is read with a waker of its own that notes the wake-up before waking the task.
+/// Once a read has returned `Pending`, the socket holds that waker until readiness arrives;
+/// until the waker fires, reading again would find nothing (and cost a readiness check and a
+/// re-registration), so the loop skips it. The skip is only sound while nothing else reads
+/// the client with another waker: the loop disarms after every event that is not a backend
+/// reply (whose handling never reads the client), and TLS clients, whose writes may poll the
+/// socket underneath, are always read.
+#[derive(Default)]
+struct ClientWake {
+    /// The flag and the waker made from it; rebuilt if the task's waker changes.
+    current: Option<(Arc<ClientWakeFlag>, Waker)>,
+    /// A read returned `Pending` with the current waker, and the waker has not fired since.
+    armed: bool,
+}
+
+struct ClientWakeFlag {
+    fired: AtomicBool,
+    task: Waker,
+}
+
+impl Wake for ClientWakeFlag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.fired.store(true, Ordering::Release);
+        self.task.wake_by_ref();
+    }
+}
+
+impl ClientWake {
+    /// Whether the client must be read in this poll of the task.
+    fn must_poll(&mut self, cx: &Context<'_>, tls: bool) -> bool {
+        match &self.current {
+            Some((flag, _)) if flag.task.will_wake(cx.waker()) => {
+                tls || !self.armed || flag.fired.swap(false, Ordering::AcqRel)
+            }
+            _ => {
+                let flag =
+                    Arc::new(ClientWakeFlag { fired: AtomicBool::new(false), task: cx.waker().clone() });
+                self.current = Some((flag.clone(), Waker::from(flag)));
+                true
+            }
+        }
+    }
+
+    /// The waker to read the client with; `must_poll` made it.
+    fn waker<'a>(&'a self, cx: &'a Context<'_>) -> &'a Waker {
+        self.current.as_ref().map_or(cx.waker(), |(_, w)| w)
+    }
+
+    fn armed(&mut self) {
+        self.armed = true;
+    }
+
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
 fn unsupported_error(reason: &'static str) -> ClientError {
     ClientError::new("unsupported", sqlstate::FEATURE_NOT_SUPPORTED, reason)
 }
@@ -935,6 +1028,38 @@ fn settings_sql(from: &BTreeMap<String, String>, to: &BTreeMap<String, String>) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_client_is_read_again_only_after_its_own_wake_up() {
+        struct Task(std::sync::atomic::AtomicUsize);
+        impl Wake for Task {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let task = Arc::new(Task(Default::default()));
+        let task_waker = Waker::from(task.clone());
+        let cx = Context::from_waker(&task_waker);
+        let mut w = ClientWake::default();
+        assert!(w.must_poll(&cx, false), "never read: read");
+        w.armed();
+        assert!(!w.must_poll(&cx, false), "registered and not fired: skip");
+        // The socket wakes the client's waker: the task wakes and the next poll reads.
+        w.waker(&cx).wake_by_ref();
+        assert_eq!(task.0.load(Ordering::SeqCst), 1);
+        assert!(w.must_poll(&cx, false), "fired: read");
+        w.armed();
+        assert!(!w.must_poll(&cx, false));
+        w.disarm();
+        assert!(w.must_poll(&cx, false), "disarmed (another reader may have registered): read");
+        w.armed();
+        assert!(w.must_poll(&cx, true), "TLS: always read");
+        // Polled with another task waker: a new flag, and a read.
+        let other = Waker::from(Arc::new(Task(Default::default())));
+        assert!(w.must_poll(&Context::from_waker(&other), false));
+        w.armed();
+        assert!(!w.must_poll(&Context::from_waker(&other), false));
+    }
 
     fn text(query: &str, param_types: &'static [u8]) -> Arc<UnnamedText> {
         let (kind, effects) = classify::classify(query);

@@ -154,15 +154,22 @@ impl Pending {
     }
 
     /// Whether something made up by the router is ready to go out now; returns its bytes.
+    /// Whether something made up by the router waits at the front (cheaper to ask than
+    /// [`Pending::pop_synthetic`], which the answer is usually no to).
+    #[inline]
+    pub fn synthetic_at_front(&self) -> bool {
+        matches!(self.queue.front(), Some(Expect::Synthetic(_)))
+    }
+
     pub fn pop_synthetic(&mut self) -> Option<Bytes> {
-        match self.queue.front() {
-            Some(Expect::Synthetic(_)) => match self.queue.pop_front() {
-                Some(Expect::Synthetic(b)) => {
-                    self.drop_markers();
-                    Some(b)
-                }
-                _ => None,
-            },
+        if !matches!(self.queue.front(), Some(Expect::Synthetic(_))) {
+            return None;
+        }
+        match self.queue.pop_front() {
+            Some(Expect::Synthetic(b)) => {
+                self.drop_markers();
+                Some(b)
+            }
             _ => None,
         }
     }

@@ -88,7 +88,11 @@ impl Session {
     /// Makes `endpoint`'s backend the active one, or reports why not (an error the client
     /// has been sent; `extended` says how). Returns false when refused.
     pub(super) async fn enter(&mut self, endpoint: Endpoint, extended: bool) -> Result<bool, End> {
-        match self.activate(endpoint).await {
+        // The waiting path is boxed: its future (checkout, settings replay, drain) is large and
+        // would otherwise take room in every caller's future, and so in every session.
+        let activated =
+            if self.activate_now(endpoint) { Ok(()) } else { Box::pin(self.activate(endpoint)).await };
+        match activated {
             Ok(()) if self.client_skip && extended => {
                 // An earlier message failed: PostgreSQL skips to Sync, so these never ran.
                 self.drop_deferred();
@@ -105,6 +109,38 @@ impl Session {
             }
             Err(Stop::End(e)) => Err(e),
         }
+    }
+
+    /// [`Session::activate`] when nothing has to wait: `endpoint`'s backend is already the
+    /// active one, or the session holds no backend, is between transactions, and the pool has
+    /// an idle connection that can serve as it is with the client's settings. Returns false,
+    /// having changed nothing, for everything else. The common statement takes this path, which
+    /// skips the asynchronous checkout's machinery.
+    fn activate_now(&mut self, endpoint: Endpoint) -> bool {
+        if self.backend.is_some() {
+            return self.endpoint == endpoint;
+        }
+        if !self.others.is_empty() || self.client_skip || self.tx != TxStatus::Idle {
+            return false;
+        }
+        let Some(Some((pool, _))) = self.pools.get(endpoint) else { return false };
+        let now = Instant::now();
+        let Some(conn) = self.shared.pools.try_checkout(pool, now) else { return false };
+        if conn.settings != self.settings {
+            // Replaying the settings means a round trip: the asynchronous path does it.
+            Pooled::release_at(conn, now);
+            return false;
+        }
+        self.shared.metrics.transactions.increment(1);
+        self.backend = Some(conn);
+        self.endpoint = endpoint;
+        self.set_cancel_target();
+        // The round trip starts now (what the caller sends next is its first message): one
+        // clock reading serves the checkout and the latency histogram.
+        if self.pending.is_empty() && self.round_started.is_none() {
+            self.round_started = Some(now);
+        }
+        true
     }
 
     async fn activate(&mut self, endpoint: Endpoint) -> Result<(), Stop> {
