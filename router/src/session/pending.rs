@@ -153,7 +153,6 @@ impl Pending {
         None
     }
 
-    /// Whether something made up by the router is ready to go out now; returns its bytes.
     /// Whether something made up by the router waits at the front (cheaper to ask than
     /// [`Pending::pop_synthetic`], which the answer is usually no to).
     #[inline]
@@ -161,6 +160,7 @@ impl Pending {
         matches!(self.queue.front(), Some(Expect::Synthetic(_)))
     }
 
+    /// Whether something made up by the router is ready to go out now; returns its bytes.
     pub fn pop_synthetic(&mut self) -> Option<Bytes> {
         if !matches!(self.queue.front(), Some(Expect::Synthetic(_))) {
             return None;
