@@ -393,6 +393,38 @@ async fn killed_client_releases_its_row_lock() {
 }
 
 #[tokio::test]
+async fn a_backend_ended_while_its_client_idles_in_a_transaction_fails_the_next_statement() {
+    // In transaction mode the router does not watch a backend that owes no reply; the FATAL
+    // PostgreSQL sends when the backend is terminated reaches the client with its next
+    // statement, as it would on a direct connection.
+    let r = Router::start(RouterOptions::default());
+    let c = r.connect().await.unwrap();
+    c.batch_execute("BEGIN").await.unwrap();
+    let pid: i32 = c.query_one("select pg_backend_pid()", &[]).await.unwrap().get(0);
+    let direct = connect(cluster().direct(0)).await.unwrap();
+    let ended: bool = direct.query_one("select pg_terminate_backend($1)", &[&pid]).await.unwrap().get(0);
+    assert!(ended);
+    for _ in 0..100 {
+        let alive = direct.query_opt("select 1 from pg_stat_activity where pid = $1", &[&pid]).await.unwrap();
+        if alive.is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let res =
+        tokio::time::timeout(Duration::from_secs(10), c.query_one("select 1", &[])).await.expect("hung");
+    let err = res.expect_err("the statement ran on a terminated backend");
+    // The backend's own FATAL (57P01), or the connection closing after it.
+    match sqlstate(&err).as_deref() {
+        Some("57P01") | None => {}
+        other => panic!("unexpected error {other:?}: {err}"),
+    }
+    // The router serves the next client with a healthy backend.
+    let next = r.connect().await.unwrap();
+    assert_eq!(next.query_one("select 3", &[]).await.unwrap().get::<_, i32>(0), 3);
+}
+
+#[tokio::test]
 async fn pool_exhaustion_is_a_timely_clear_error() {
     let r = Router::start(RouterOptions { pool_max_size: 1, checkout_timeout_ms: 300, ..Default::default() });
     let holder = r.connect().await.unwrap();

@@ -109,10 +109,10 @@ impl<'a> Reader<'a> {
     /// A NUL-terminated string's bytes, without the UTF-8 check.
     pub fn cstr_bytes(&mut self, what: &'static str) -> Result<&'a [u8], DecodeError> {
         let rest = self.remaining();
-        // `CStr` finds the terminator a word at a time; query texts are long enough to care.
-        let text = std::ffi::CStr::from_bytes_until_nul(rest).map_err(|_| malformed(what))?;
-        self.pos += text.count_bytes() + 1;
-        Ok(text.to_bytes())
+        // A vectorised search: every Query and Parse text passes through here.
+        let end = memchr::memchr(0, rest).ok_or_else(|| malformed(what))?;
+        self.pos += end + 1;
+        Ok(&rest[..end])
     }
 
     pub fn bytes(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {

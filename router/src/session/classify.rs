@@ -222,43 +222,15 @@ fn shortcut(sql: &[u8]) -> Option<(StatementKind, Vec<SessionEffect>)> {
 /// function does). A `;` or the word inside quotes or comments sends the text down the full
 /// path, which is merely slower.
 fn plain_single_statement(sql: &[u8]) -> bool {
-    // Eight bytes at a time; only the positions of `;` and `_` are visited.
-    let mut base = 0;
-    while base < sql.len() {
-        let chunk = &sql[base..sql.len().min(base + 8)];
-        let word = match <[u8; 8]>::try_from(chunk) {
-            Ok(full) => u64::from_le_bytes(full),
-            Err(_) => {
-                // The tail, padded with zero bytes (which match neither).
-                let mut padded = [0u8; 8];
-                padded[..chunk.len()].copy_from_slice(chunk);
-                u64::from_le_bytes(padded)
-            }
-        };
-        let mut hits = byte_matches(word, b';') | byte_matches(word, b'_');
-        while hits != 0 {
-            let i = base + (hits.trailing_zeros() / 8) as usize;
-            match sql[i] {
-                b';' => return sql[i + 1..].iter().all(u8::is_ascii_whitespace),
-                _ if names_advisory_lock(sql, i) => return false,
-                _ => {}
-            }
-            hits &= hits - 1;
+    // A vectorised search visits only the positions of `;` and `_`.
+    for i in memchr::memchr2_iter(b';', b'_', sql) {
+        match sql[i] {
+            b';' => return sql[i + 1..].iter().all(u8::is_ascii_whitespace),
+            _ if names_advisory_lock(sql, i) => return false,
+            _ => {}
         }
-        base += 8;
     }
     true
-}
-
-/// The high bit of every byte of `word` that equals `b`, and no other bit.
-fn byte_matches(word: u64, b: u8) -> u64 {
-    const LANES: u64 = 0x0101_0101_0101_0101;
-    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
-    let x = word ^ (LANES * u64::from(b));
-    // Per byte: the high bit of `(x & 0x7f) + 0x7f` is set when the low seven bits are not all
-    // zero (the sum stays below 0x100, so nothing carries into the next byte); or-ing in `x`
-    // adds the byte's own high bit. What is left clear is exactly the zero bytes of `x`.
-    !((x & LOW7).wrapping_add(LOW7) | x | LOW7)
 }
 
 /// Whether the `_` at `at` is the one in `advisory_lock`, in any case.
@@ -616,22 +588,6 @@ mod tests {
                     w[at] = b;
                     assert_eq!(statement_kind(&w), reference(&w), "{:?}", String::from_utf8_lossy(&w));
                 }
-            }
-        }
-    }
-
-    #[test]
-    fn byte_matches_finds_exactly_the_equal_bytes() {
-        for b in [b';', b'_', 0, 0x80, 0xff] {
-            for word in [0u64, u64::MAX, 0x3b5f_3b00_ff80_5f3b, 0x0102_0304_0506_0708, 0x5f5f_5f5f_5f5f_5f5f]
-            {
-                let want = word
-                    .to_le_bytes()
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, x)| **x == b)
-                    .fold(0u64, |m, (i, _)| m | 0x80 << (8 * i));
-                assert_eq!(byte_matches(word, b), want, "{word:#x} {b:#x}");
             }
         }
     }

@@ -381,6 +381,9 @@ struct Session {
     /// The backend sent a FATAL error and is closing: forward it, then end the session as
     /// PostgreSQL would.
     backend_fatal: bool,
+    /// The active backend answered everything sent to it (a ReadyForQuery closed the last
+    /// round) and has been sent nothing since: it owes no reply.
+    backend_quiet: bool,
 }
 
 /// Why a routed step did not happen.
@@ -457,6 +460,7 @@ impl Session {
             round_started: None,
             draining: false,
             backend_fatal: false,
+            backend_quiet: false,
         }
     }
 
@@ -517,13 +521,19 @@ impl Session {
                 }
             }
             let draining = self.draining;
+            // In transaction mode a backend that owes no reply (idle inside the client's
+            // transaction) has nothing to say until the next request: PostgreSQL sends nothing
+            // unprompted then but a FATAL, which that request reads, as a direct client would.
+            // Not watching it saves re-registering it after every reply. Session mode watches
+            // all the time: notifications arrive unprompted.
+            let watch_backend = !self.transaction_mode() || !self.backend_quiet || !self.pending.is_empty();
             let (backend, client, cbuf) = (&mut self.backend, &mut self.client, &mut self.cbuf);
             let wake = &mut client_wake;
             // Cancel safety: a `read_buf` that is not ready loses nothing; bytes read so far
             // stay in the buffer. Backend replies go first: a client that keeps sending
             // cannot hold them up.
             let event = std::future::poll_fn(|cx| {
-                if let Some(b) = backend.as_mut() {
+                if let Some(b) = backend.as_mut().filter(|_| watch_backend) {
                     let b = &mut ***b;
                     if let Poll::Ready(r) = std::pin::pin!(b.stream.read_buf(&mut b.rbuf)).poll(cx) {
                         return Poll::Ready(Event::Backend(r));
@@ -596,6 +606,7 @@ impl Session {
     async fn flush(&mut self) -> Result<(), End> {
         if !self.to_backend.is_empty() {
             if let Some(b) = self.backend.as_mut() {
+                self.backend_quiet = false;
                 if b.stream.send_all(&self.to_backend).await.is_err() {
                     return Err(self.backend_lost());
                 }
@@ -817,6 +828,7 @@ impl Session {
         // Messages from here to `pos` go to the client; they are copied in one piece when the
         // run ends (a hidden message, a made-up one to slot in, or the end of the buffer).
         let mut run_from = 0;
+        let mut saw_ready = false;
         loop {
             let header = match peek_header(&b.rbuf[pos..], PG_MAX_MESSAGE_LEN) {
                 Ok(Some(h)) => h,
@@ -840,6 +852,7 @@ impl Session {
             let msg = &b.rbuf[pos..pos + len];
             match t {
                 btag::READY_FOR_QUERY => {
+                    saw_ready = true;
                     self.tx = msg.get(5).and_then(|&s| TxStatus::from_byte(s)).unwrap_or(TxStatus::Failed);
                     self.in_copy = false;
                     match self.tx {
@@ -893,6 +906,7 @@ impl Session {
             return Ok(());
         }
         if self.pending.is_empty() {
+            self.backend_quiet = saw_ready;
             let now = self.round_started.take().map(|start| {
                 let now = Instant::now();
                 self.shared.metrics.query_seconds.record(now.saturating_duration_since(start).as_secs_f64());
