@@ -109,10 +109,11 @@ impl<'a> Reader<'a> {
     /// A NUL-terminated string's bytes, without the UTF-8 check.
     pub fn cstr_bytes(&mut self, what: &'static str) -> Result<&'a [u8], DecodeError> {
         let rest = self.remaining();
-        // A vectorised search: every Query and Parse text passes through here.
-        let end = memchr::memchr(0, rest).ok_or_else(|| malformed(what))?;
-        self.pos += end + 1;
-        Ok(&rest[..end])
+        // `CStr` finds the terminator a word at a time; query texts are long enough to care.
+        // (The memchr crate's vector search costs more on these short, mostly empty names.)
+        let text = std::ffi::CStr::from_bytes_until_nul(rest).map_err(|_| malformed(what))?;
+        self.pos += text.count_bytes() + 1;
+        Ok(text.to_bytes())
     }
 
     pub fn bytes(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
@@ -210,14 +211,20 @@ impl<'a> Bind<'a> {
 
     /// The same Bind, bound to `statement` instead.
     pub fn with_statement(&self, statement: &str) -> Bytes {
+        let mut out = BytesMut::new();
+        self.put_with_statement(&mut out, statement);
+        out.freeze()
+    }
+
+    /// Appends the same Bind, bound to `statement` instead, to `out`.
+    pub fn put_with_statement(&self, out: &mut BytesMut, statement: &str) {
         let len = 4 + self.portal.len() + 1 + statement.len() + 1 + self.rest.len();
-        let mut out = BytesMut::with_capacity(len + 1);
+        out.reserve(len + 1);
         out.put_u8(tag::BIND);
         out.put_i32(len as i32);
-        put_cstr(&mut out, self.portal);
-        put_cstr(&mut out, statement);
+        put_cstr(out, self.portal);
+        put_cstr(out, statement);
         out.put_slice(self.rest);
-        out.freeze()
     }
 }
 

@@ -255,6 +255,9 @@ impl Session {
         self.shared.metrics.statement(def.as_ref().map_or(self.unnamed_kind, |d| d.kind));
         if let Some(endpoint) = self.topology.single_endpoint() {
             if !super::simple::is_show_route(query.as_bytes()) {
+                if let Some(entered) = self.enter_now(endpoint, true) {
+                    return self.bound_on(entered, endpoint, &frame, &bind, def);
+                }
                 return self.bind_on(endpoint, &frame, &bind, def).await;
             }
         }
@@ -432,15 +435,28 @@ impl Session {
         bind: &Bind<'_>,
         def: Option<Arc<StatementDef>>,
     ) -> Result<(), End> {
-        if !self.enter(endpoint, true).await? {
+        let entered = self.enter(endpoint, true).await;
+        self.bound_on(entered, endpoint, frame, bind, def)
+    }
+
+    /// The rest of [`Session::bind_on`] once [`Session::enter`] has answered.
+    fn bound_on(
+        &mut self,
+        entered: Result<bool, End>,
+        endpoint: Endpoint,
+        frame: &Frame,
+        bind: &Bind<'_>,
+        def: Option<Arc<StatementDef>>,
+    ) -> Result<(), End> {
+        if !entered? {
             return Ok(());
         }
         self.portal_shards.insert(bind.portal, endpoint);
         match def {
             Some(def) if self.transaction_mode() => {
                 self.ensure_prepared(&def);
-                let renamed = bind.with_statement(&def.name);
-                self.send(&renamed, Some(Expect::Bind));
+                bind.put_with_statement(&mut self.to_backend, &def.name);
+                self.sent(Expect::Bind);
             }
             Some(_) => self.send(&frame.bytes, Some(Expect::Bind)),
             None => {
@@ -457,9 +473,8 @@ impl Session {
         if !b.prepared.insert(def.id) {
             return;
         }
-        let mut out = BytesMut::new();
-        frontend::encode_parse(&mut out, &def.name, &def.query, &def.param_types);
-        self.send(&out, Some(Expect::Parse { def: Some(def.clone()), client_name: None, hide: true }));
+        frontend::encode_parse(&mut self.to_backend, &def.name, &def.query, &def.param_types);
+        self.sent(Expect::Parse { def: Some(def.clone()), client_name: None, hide: true });
     }
 
     /// The unnamed statement was parsed on another backend (an earlier transaction): parse it
@@ -472,9 +487,8 @@ impl Session {
             return;
         }
         u.parsed_on = Some(here);
-        let mut out = BytesMut::new();
-        frontend::encode_parse(&mut out, "", &u.text.query, &u.text.param_types);
-        self.send(&out, Some(Expect::Parse { def: None, client_name: None, hide: true }));
+        frontend::encode_parse(&mut self.to_backend, "", &u.text.query, &u.text.param_types);
+        self.sent(Expect::Parse { def: None, client_name: None, hide: true });
     }
 
     async fn open_portal(
@@ -527,9 +541,8 @@ impl Session {
         match def {
             Some(def) if self.transaction_mode() => {
                 self.ensure_prepared(&def);
-                let mut out = BytesMut::new();
-                frontend::encode_statement_target(&mut out, tag::DESCRIBE, &def.name);
-                self.send(&out, Some(Expect::Describe));
+                frontend::encode_statement_target(&mut self.to_backend, tag::DESCRIBE, &def.name);
+                self.sent(Expect::Describe);
             }
             Some(_) => self.send(&frame.bytes, Some(Expect::Describe)),
             None => {

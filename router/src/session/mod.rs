@@ -706,11 +706,16 @@ impl Session {
     fn send(&mut self, bytes: &[u8], expect: Option<Expect>) {
         self.to_backend.extend_from_slice(bytes);
         if let Some(e) = expect {
-            if e.is_extended() {
-                self.unsynced = !matches!(e, Expect::Sync);
-            }
-            self.expect(e);
+            self.sent(e);
         }
+    }
+
+    /// Records the reply expected for a message just queued for the active backend.
+    fn sent(&mut self, e: Expect) {
+        if e.is_extended() {
+            self.unsynced = !matches!(e, Expect::Sync);
+        }
+        self.expect(e);
     }
 
     fn expect(&mut self, e: Expect) {

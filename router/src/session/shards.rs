@@ -88,10 +88,23 @@ impl Session {
     /// Makes `endpoint`'s backend the active one, or reports why not (an error the client
     /// has been sent; `extended` says how). Returns false when refused.
     pub(super) async fn enter(&mut self, endpoint: Endpoint, extended: bool) -> Result<bool, End> {
+        if let Some(entered) = self.enter_now(endpoint, extended) {
+            return entered;
+        }
         // The waiting path is boxed: its future (checkout, settings replay, drain) is large and
         // would otherwise take room in every caller's future, and so in every session.
-        let activated =
-            if self.activate_now(endpoint) { Ok(()) } else { Box::pin(self.activate(endpoint)).await };
+        let activated = Box::pin(self.activate(endpoint)).await;
+        self.entered(activated, extended)
+    }
+
+    /// [`Session::enter`] when nothing has to wait ([`Session::activate_now`]); `None`, having
+    /// changed nothing, when `enter` has to. Callers on the common path try this first and
+    /// skip building the asynchronous call.
+    pub(super) fn enter_now(&mut self, endpoint: Endpoint, extended: bool) -> Option<Result<bool, End>> {
+        self.activate_now(endpoint).then(|| self.entered(Ok(()), extended))
+    }
+
+    fn entered(&mut self, activated: Result<(), Stop>, extended: bool) -> Result<bool, End> {
         match activated {
             Ok(()) if self.client_skip && extended => {
                 // An earlier message failed: PostgreSQL skips to Sync, so these never ran.

@@ -52,6 +52,9 @@ impl Session {
         if let Some(endpoint) = self.topology.single_endpoint() {
             // Unplanned: the text goes to the shard as it came, in the client's encoding.
             if !is_show_route(sql) {
+                if let Some(entered) = self.enter_now(endpoint, false) {
+                    return self.passed(entered, &frame, &effects);
+                }
                 return self.pass(frame, endpoint, &effects).await;
             }
         }
@@ -134,7 +137,18 @@ impl Session {
         endpoint: Endpoint,
         effects: &[SessionEffect],
     ) -> Result<(), End> {
-        if !self.enter(endpoint, false).await? {
+        let entered = self.enter(endpoint, false).await;
+        self.passed(entered, &frame, effects)
+    }
+
+    /// The rest of [`Session::pass`] once [`Session::enter`] has answered.
+    fn passed(
+        &mut self,
+        entered: Result<bool, End>,
+        frame: &Frame,
+        effects: &[SessionEffect],
+    ) -> Result<(), End> {
+        if !entered? {
             return Ok(());
         }
         self.send(&frame.bytes, Some(Expect::Query));
