@@ -8,8 +8,9 @@
 #   BENCH_SCALE=16     pgbench scale factor
 #   BENCH_WORKLOADS    default "select-only tpcb-like"
 #   BENCH_MODES        default "simple extended prepared"
-#   BENCH_REPEAT=2     runs per path and row, taken in turns (direct, PgBouncer, pg-router, then
-#                      again) and averaged, so a drift of the machine's speed falls on every path
+#   BENCH_REPEAT=2     runs per path and row, taken in turns in mirrored order (direct,
+#                      PgBouncer, pg-router, then pg-router, PgBouncer, direct) and averaged, so
+#                      a steady drift of the machine's speed falls on every path alike
 #   ROUTER_WORKERS     pg-router server.worker_threads (default 1)
 #   PG_ROUTER_BIN      pg-router binary (default: cargo build --release)
 set -euo pipefail
@@ -76,6 +77,9 @@ TICKS=$(getconf CLK_TCK)
 # run NAME PORT MODE SCRIPT_FLAG PROC -> "tps latency_ms cpu_us_per_tx"
 run() {
   local port=$1 mode=$2 flag=$3 proc=$4 out before after tps lat txs cpu
+  # Every run starts just after a checkpoint: none falls inside a 20 s run (checkpoint_timeout
+  # is minutes), so no path's row pays for another's writes.
+  as_pg psql -X -q -h "$WORK/pg" -p "$PG_PORT" -U bench -d bench -c CHECKPOINT >/dev/null
   before=$( [ -n "$proc" ] && cpu_ticks "$proc" || echo 0 )
   out=$(PGPASSWORD=bench-pw pgbench -n -c "$CLIENTS" -j 2 -T "$SECONDS_PER_ROW" -M "$mode" $flag \
         -h 127.0.0.1 -p "$port" -U bench bench 2>&1) || { echo "failed - -"; return; }
@@ -99,7 +103,7 @@ mean() {
           else printf "%.0f %.3f %s\n", t / n, l / n, nocpu ? "-" : sprintf("%.1f", c / n) }'
 }
 
-echo "pgbench: $CLIENTS clients, -j 2, ${SECONDS_PER_ROW}s per run, each row the mean of $REPEAT runs taken in turns, scale $SCALE, pool size $POOL," \
+echo "pgbench: $CLIENTS clients, -j 2, ${SECONDS_PER_ROW}s per run, each row the mean of $REPEAT runs taken in mirrored turns after a CHECKPOINT, scale $SCALE, pool size $POOL," \
   "pg-router worker_threads = $ROUTER_WORKERS; $(nproc) cores"
 echo
 printf '| %-10s | %-8s | %9s | %22s | %22s | %13s | %13s |\n' workload mode "direct tps" "pgbouncer tps (ratio)" \
@@ -109,10 +113,16 @@ for workload in $WORKLOADS; do
   flag=""; [ "$workload" = select-only ] && flag="-S"
   for mode in $MODES; do
     ds=(); bs=(); rs=()
-    for _ in $(seq "$REPEAT"); do
-      ds+=("$(run "$PG_PORT" "$mode" "$flag" "")")
-      bs+=("$(run "$BOUNCER_PORT" "$mode" "$flag" "$BOUNCER_PROC")")
-      rs+=("$(run "$ROUTER_PORT" "$mode" "$flag" "$ROUTER_PID")")
+    for i in $(seq "$REPEAT"); do
+      if [ $((i % 2)) = 1 ]; then
+        ds+=("$(run "$PG_PORT" "$mode" "$flag" "")")
+        bs+=("$(run "$BOUNCER_PORT" "$mode" "$flag" "$BOUNCER_PROC")")
+        rs+=("$(run "$ROUTER_PORT" "$mode" "$flag" "$ROUTER_PID")")
+      else
+        rs+=("$(run "$ROUTER_PORT" "$mode" "$flag" "$ROUTER_PID")")
+        bs+=("$(run "$BOUNCER_PORT" "$mode" "$flag" "$BOUNCER_PROC")")
+        ds+=("$(run "$PG_PORT" "$mode" "$flag" "")")
+      fi
     done
     read -r d_tps d_lat _ <<<"$(mean "${ds[@]}")"
     read -r b_tps b_lat b_cpu <<<"$(mean "${bs[@]}")"

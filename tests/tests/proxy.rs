@@ -137,6 +137,26 @@ async fn session_pool_mode_pins_a_backend() {
 }
 
 #[tokio::test]
+async fn session_mode_delivers_notifications_to_an_idle_client() {
+    // A session-mode backend is watched while it owes no reply: notifications arrive unprompted.
+    let r = Router::start(RouterOptions { pool_mode: "session", ..Default::default() });
+    let (a, mut conn) = r.config(APP_USER, APP_PASSWORD).connect(tokio_postgres::NoTls).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(Ok(m)) = std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = m {
+                let _ = tx.send(n.payload().to_owned());
+            }
+        }
+    });
+    a.batch_execute("LISTEN idle_chan").await.unwrap();
+    let b = r.connect().await.unwrap();
+    b.batch_execute("NOTIFY idle_chan, 'hello'").await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("no notification");
+    assert_eq!(got.as_deref(), Some("hello"));
+}
+
+#[tokio::test]
 async fn copy_in_and_out_100k_rows_byte_for_byte() {
     use futures_util::{SinkExt, StreamExt};
     let r = Router::start(RouterOptions::default());
