@@ -322,6 +322,127 @@ async fn malformed_and_oversized_frames_get_errors_and_others_keep_working() {
     assert_eq!(other.query_one("select 7", &[]).await.unwrap().get::<_, i32>(0), 7);
 }
 
+/// The tags of the whole backend messages in `reply`, in order.
+fn message_tags(reply: &[u8]) -> String {
+    let mut tags = String::new();
+    let mut rest = reply;
+    while rest.len() >= 5 {
+        let len = i32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+        tags.push(char::from(rest[0]));
+        rest = &rest[(1 + len).min(rest.len())..];
+    }
+    tags
+}
+
+/// Reads from `s` until `count` ReadyForQuery messages are in.
+async fn read_until_ready(s: &mut TcpStream, count: usize) -> Vec<u8> {
+    let mut reply = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while message_tags(&reply).matches('Z').count() < count {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
+            .await
+            .unwrap_or_else(|_| panic!("hung; so far: {}", message_tags(&reply)))
+            .unwrap();
+        assert!(n > 0, "closed; so far: {}", message_tags(&reply));
+        reply.extend_from_slice(&chunk[..n]);
+    }
+    reply
+}
+
+/// Bind of the unnamed portal to the unnamed statement, with text parameters.
+fn bind_unnamed(out: &mut BytesMut, params: &[&str]) {
+    let text = |p: &&str, buf: &mut BytesMut| {
+        buf.put_slice(p.as_bytes());
+        Ok(postgres_protocol::IsNull::No)
+    };
+    let no_formats = std::iter::empty::<i16>;
+    postgres_protocol::message::frontend::bind("", "", no_formats(), params.iter(), text, no_formats(), out)
+        .map_err(|_| "bind")
+        .unwrap();
+}
+
+/// Parse (unnamed, `sql`), Bind (unnamed portal, text parameters), Describe portal, Execute,
+/// Sync: what most drivers send for one statement.
+fn unnamed_batch(out: &mut BytesMut, sql: &str, params: &[&str]) {
+    use postgres_protocol::message::frontend as fe;
+    fe::parse("", sql, std::iter::empty(), out).unwrap();
+    bind_unnamed(out, params);
+    fe::describe(b'P', "", out).unwrap();
+    fe::execute("", 0, out).unwrap();
+    fe::sync(out);
+}
+
+#[tokio::test]
+async fn pipelined_extended_batches_keep_their_replies_in_order_through_errors_and_copy() {
+    use postgres_protocol::message::frontend as fe;
+    // One backend: a session that still held it after its batches would starve the check at
+    // the end.
+    let r =
+        Router::start(RouterOptions { pool_max_size: 1, checkout_timeout_ms: 2000, ..Default::default() });
+    let c = r.connect().await.unwrap();
+    c.batch_execute("drop table if exists batch_copy; create table batch_copy (a int)").await.unwrap();
+    drop(c);
+    let mut s = raw_login(r.port).await;
+    // Three batches in one write: a result, an error at Execute, a result again; then the
+    // unnamed statement bound again without a Parse.
+    let mut msgs = BytesMut::new();
+    unnamed_batch(&mut msgs, "select $1::int + 1", &["41"]);
+    unnamed_batch(&mut msgs, "select 1 / (random() * 0)::int", &[]);
+    unnamed_batch(&mut msgs, "select 'ok'", &[]);
+    bind_unnamed(&mut msgs, &[]);
+    fe::execute("", 0, &mut msgs).unwrap();
+    fe::sync(&mut msgs);
+    s.write_all(&msgs).await.unwrap();
+    let reply = read_until_ready(&mut s, 4).await;
+    assert_eq!(message_tags(&reply), "12TDCZ12TEZ12TDCZ2DCZ");
+    assert_eq!(error_code(&reply).as_deref(), Some("22012"));
+    for row in [&[0, 1, 0, 0, 0, 2, b'4', b'2'][..], &[0, 1, 0, 0, 0, 2, b'o', b'k']] {
+        let n = reply.windows(row.len()).filter(|w| *w == row).count();
+        assert!(n >= 1, "{row:?} missing");
+    }
+    // COPY FROM STDIN through an unnamed statement: the batch's Sync is ignored in copy mode,
+    // the one after CopyDone ends it.
+    let mut msgs = BytesMut::new();
+    fe::parse("", "copy batch_copy from stdin", std::iter::empty(), &mut msgs).unwrap();
+    bind_unnamed(&mut msgs, &[]);
+    fe::execute("", 0, &mut msgs).unwrap();
+    fe::sync(&mut msgs);
+    s.write_all(&msgs).await.unwrap();
+    let mut reply = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !message_tags(&reply).contains('G') {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk)).await.unwrap().unwrap();
+        assert!(n > 0);
+        reply.extend_from_slice(&chunk[..n]);
+    }
+    let mut msgs = BytesMut::new();
+    msgs.put_u8(b'd');
+    msgs.put_i32(4 + 4);
+    msgs.put_slice(b"1\n2\n");
+    fe::copy_done(&mut msgs);
+    fe::sync(&mut msgs);
+    s.write_all(&msgs).await.unwrap();
+    reply.extend(read_until_ready(&mut s, 1).await);
+    assert_eq!(message_tags(&reply), "12GCZ");
+    // The session is between transactions: its one backend is back in the pool.
+    let other = r.connect().await.unwrap();
+    let n: i64 = tokio::time::timeout(
+        Duration::from_secs(10),
+        other.query_one("select count(*) from batch_copy", &[]),
+    )
+    .await
+    .expect("hung")
+    .unwrap()
+    .get(0);
+    assert_eq!(n, 2);
+    // And the raw session carries on.
+    let mut msgs = BytesMut::new();
+    unnamed_batch(&mut msgs, "select 'ok'", &[]);
+    s.write_all(&msgs).await.unwrap();
+    assert_eq!(message_tags(&read_until_ready(&mut s, 1).await), "12TDCZ");
+    other.batch_execute("drop table batch_copy").await.unwrap();
+}
+
 #[tokio::test]
 async fn query_text_in_the_client_encoding_passes_through() {
     // A client in LATIN1 sends bytes that are not UTF-8; PostgreSQL converts them, the router

@@ -164,7 +164,12 @@ pub struct Parse<'a> {
 
 impl<'a> Parse<'a> {
     pub fn decode(frame: &'a Frame) -> Result<Self, DecodeError> {
-        let mut r = Reader::new(frame.body());
+        Self::from_body(frame.body())
+    }
+
+    /// Decodes a Parse from its body (the message after the 5-byte header).
+    pub fn from_body(body: &'a [u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(body);
         let name = r.cstr("Parse")?;
         let query = r.cstr_bytes("Parse")?;
         let param_types = r.remaining();
@@ -203,7 +208,12 @@ pub struct Bind<'a> {
 
 impl<'a> Bind<'a> {
     pub fn decode(frame: &'a Frame) -> Result<Self, DecodeError> {
-        let mut r = Reader::new(frame.body());
+        Self::from_body(frame.body())
+    }
+
+    /// Decodes a Bind's names from its body (the message after the 5-byte header).
+    pub fn from_body(body: &'a [u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(body);
         let portal = r.cstr("Bind")?;
         let statement = r.cstr("Bind")?;
         Ok(Self { portal, statement, rest: r.remaining() })
@@ -218,14 +228,25 @@ impl<'a> Bind<'a> {
 
     /// Appends the same Bind, bound to `statement` instead, to `out`.
     pub fn put_with_statement(&self, out: &mut BytesMut, statement: &str) {
-        let len = 4 + self.portal.len() + 1 + statement.len() + 1 + self.rest.len();
-        out.reserve(len + 1);
-        out.put_u8(tag::BIND);
-        out.put_i32(len as i32);
-        put_cstr(out, self.portal);
-        put_cstr(out, statement);
-        out.put_slice(self.rest);
+        put_bind(out, self.portal, statement, self.rest);
     }
+
+    /// Where the parameter section starts in the body.
+    pub fn rest_offset(&self) -> usize {
+        self.portal.len() + 1 + self.statement.len() + 1
+    }
+}
+
+/// Appends a Bind of `portal` to `statement` whose parameter section (everything after the
+/// names) is `rest`, as the client sent it.
+pub fn put_bind(out: &mut BytesMut, portal: &str, statement: &str, rest: &[u8]) {
+    let len = 4 + portal.len() + 1 + statement.len() + 1 + rest.len();
+    out.reserve(len + 1);
+    out.put_u8(tag::BIND);
+    out.put_i32(len as i32);
+    put_cstr(out, portal);
+    put_cstr(out, statement);
+    out.put_slice(rest);
 }
 
 /// The parameter section of a Bind, decoded.
@@ -327,7 +348,12 @@ pub fn encode_execute(out: &mut BytesMut, portal: &str, max_rows: i32) {
 
 /// The row limit of an Execute message.
 pub fn execute_max_rows(frame: &Frame) -> Result<(&str, i32), DecodeError> {
-    let mut r = Reader::new(frame.body());
+    execute_from_body(frame.body())
+}
+
+/// The portal and row limit of an Execute, from its body (the message after the header).
+pub fn execute_from_body(body: &[u8]) -> Result<(&str, i32), DecodeError> {
+    let mut r = Reader::new(body);
     let portal = r.cstr("Execute")?;
     let max = r.i32("Execute")?;
     Ok((portal, max))
@@ -349,8 +375,13 @@ pub struct DescribeOrClose<'a> {
 
 impl<'a> DescribeOrClose<'a> {
     pub fn decode(frame: &'a Frame) -> Result<Self, DecodeError> {
-        let what = if frame.tag == tag::CLOSE { "Close" } else { "Describe" };
-        let mut r = Reader::new(frame.body());
+        Self::from_body(frame.tag, frame.body())
+    }
+
+    /// Decodes a Describe or Close (`msg_tag`) from its body (the message after the header).
+    pub fn from_body(msg_tag: u8, body: &'a [u8]) -> Result<Self, DecodeError> {
+        let what = if msg_tag == tag::CLOSE { "Close" } else { "Describe" };
+        let mut r = Reader::new(body);
         let target = match r.u8(what)? {
             b'S' => Target::Statement,
             b'P' => Target::Portal,

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use planner::{Action, InsertSplit, Plan, PlanError, Scatter, TxControl};
 
-use super::classify::classify;
 use super::savepoints::SavepointStep;
 use super::simple::plan_error;
 use super::statements::StatementDef;
@@ -105,7 +104,7 @@ impl PortalShards {
         }
     }
 
-    fn insert(&mut self, portal: &str, endpoint: Endpoint) {
+    pub(super) fn insert(&mut self, portal: &str, endpoint: Endpoint) {
         if portal.is_empty() {
             self.unnamed = Some(endpoint);
         } else {
@@ -193,25 +192,7 @@ impl Session {
 
     /// The text of an unnamed Parse: one of the session's recent texts, or classified now.
     fn unnamed_text(&mut self, parse: &Parse<'_>) -> Result<Arc<UnnamedText>, End> {
-        if let Some(u) = &self.unnamed {
-            if u.text.is(parse.query, parse.param_types) {
-                return Ok(u.text.clone());
-            }
-        }
-        if let Some(t) = self.recent_texts.find(parse.query, parse.param_types) {
-            return Ok(t.clone());
-        }
-        let query = parse.text().map_err(decode_error)?;
-        let (kind, effects) = classify(query);
-        let text = Arc::new(UnnamedText {
-            query: Arc::from(query),
-            param_types: Bytes::copy_from_slice(parse.param_types),
-            kind,
-            effects,
-            plan: Default::default(),
-        });
-        self.recent_texts.remember(&text);
-        Ok(text)
+        self.recent_texts.text_of(self.unnamed.as_ref(), parse).map_err(decode_error)
     }
 
     /// The statement a Bind or Describe names: text, raw parameter types, and its global

@@ -10,6 +10,7 @@
 //! dedicated backend are refused ([`classify`]). [`pending`] tracks the backend responses still
 //! due, which tells when a backend can go back to the pool.
 
+mod batch;
 pub mod classify;
 mod copy;
 mod extended;
@@ -41,7 +42,7 @@ use crate::metrics::Metrics;
 use crate::pool::{BackendError, CheckoutError, Pool, PoolKey, Pooled, Pools, Settings};
 use crate::protocol::backend::{self, tag as btag, TxStatus};
 use crate::protocol::frame::{self, peek_header, PG_MAX_MESSAGE_LEN};
-use crate::protocol::frontend::{self, tag};
+use crate::protocol::frontend::{self, tag, DecodeError, Parse};
 use crate::protocol::Frame;
 use crate::stream::Stream;
 use crate::topology::{Endpoint, Topology, TopologyHandle};
@@ -300,6 +301,34 @@ const RECENT_TEXT_MAX: usize = 4096;
 impl RecentTexts {
     fn find(&self, query: &[u8], param_types: &[u8]) -> Option<&Arc<UnnamedText>> {
         self.0.iter().find(|t| t.is(query, param_types))
+    }
+
+    /// The text of an unnamed Parse: the current unnamed statement's (`current`), one of the
+    /// recent texts, or classified now and remembered.
+    fn text_of(
+        &mut self,
+        current: Option<&Unnamed>,
+        parse: &Parse<'_>,
+    ) -> Result<Arc<UnnamedText>, DecodeError> {
+        if let Some(u) = current {
+            if u.text.is(parse.query, parse.param_types) {
+                return Ok(u.text.clone());
+            }
+        }
+        if let Some(t) = self.find(parse.query, parse.param_types) {
+            return Ok(t.clone());
+        }
+        let query = parse.text()?;
+        let (kind, effects) = classify::classify(query);
+        let text = Arc::new(UnnamedText {
+            query: Arc::from(query),
+            param_types: Bytes::copy_from_slice(parse.param_types),
+            kind,
+            effects,
+            plan: Default::default(),
+        });
+        self.remember(&text);
+        Ok(text)
     }
 
     fn remember(&mut self, text: &Arc<UnnamedText>) {
@@ -623,6 +652,9 @@ impl Session {
     /// Handles every whole frame the client sent. Returns true when the client said Terminate.
     async fn on_client_data(&mut self) -> Result<bool, End> {
         loop {
+            if self.pass_batch()? {
+                continue;
+            }
             let frame = match frame::next_frame(&mut self.cbuf, self.max_message) {
                 Ok(Some(f)) => f,
                 Ok(None) => return Ok(false),
@@ -713,7 +745,7 @@ impl Session {
     /// Records the reply expected for a message just queued for the active backend.
     fn sent(&mut self, e: Expect) {
         if e.is_extended() {
-            self.unsynced = !matches!(e, Expect::Sync);
+            self.unsynced = !matches!(e, Expect::Sync | Expect::Batch);
         }
         self.expect(e);
     }
@@ -835,6 +867,9 @@ impl Session {
         let mut run_from = 0;
         let mut saw_ready = false;
         loop {
+            if self.pending.forwards_until_ready() {
+                pos = past_plain_replies(&b.rbuf, pos, self.in_copy);
+            }
             let header = match peek_header(&b.rbuf[pos..], PG_MAX_MESSAGE_LEN) {
                 Ok(Some(h)) => h,
                 Ok(None) => break,
@@ -954,6 +989,34 @@ impl Session {
     }
 }
 
+/// Where the run of whole backend messages from `pos` on ends that need no look but at their
+/// tag: rows, descriptions, completions, notices. It stops at what changes the session's
+/// state or the pending queue's (ReadyForQuery, an error, the start of a COPY or, in copy mode,
+/// its end), at a header [`peek_header`] would refuse, and at a message not wholly read.
+fn past_plain_replies(buf: &[u8], mut pos: usize, in_copy: bool) -> usize {
+    while let Some(h) = buf.get(pos..pos + frame::HEADER_LEN) {
+        let t = h[0];
+        let len = i32::from_be_bytes([h[1], h[2], h[3], h[4]]);
+        if len < 4 || len as usize > PG_MAX_MESSAGE_LEN {
+            break;
+        }
+        let end = pos + 1 + len as usize;
+        let special = matches!(
+            t,
+            btag::READY_FOR_QUERY
+                | btag::ERROR_RESPONSE
+                | btag::COPY_IN_RESPONSE
+                | btag::COPY_OUT_RESPONSE
+                | btag::COPY_BOTH_RESPONSE
+        ) || (in_copy && t == btag::COMMAND_COMPLETE);
+        if special || end > buf.len() {
+            break;
+        }
+        pos = end;
+    }
+    pos
+}
+
 /// Which wake-ups came from the client socket, so that the session loop reads the client only
 /// when it may have something, instead of after every backend reply too.
 ///
@@ -1047,6 +1110,31 @@ fn settings_sql(from: &BTreeMap<String, String>, to: &BTreeMap<String, String>) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_replies_are_passed_up_to_what_needs_a_look() {
+        let msg = |t: u8, body: &[u8]| {
+            let mut m = vec![t];
+            m.extend_from_slice(&(4 + body.len() as i32).to_be_bytes());
+            m.extend_from_slice(body);
+            m
+        };
+        let rows = [msg(b'T', b"desc"), msg(b'D', b"row1"), msg(b'D', b"row2")].concat();
+        let complete = msg(b'C', b"SELECT 2\0");
+        let ready = msg(b'Z', b"I");
+        let buf = [rows.clone(), complete.clone(), ready.clone()].concat();
+        assert_eq!(past_plain_replies(&buf, 0, false), rows.len() + complete.len());
+        assert_eq!(past_plain_replies(&buf, 0, true), rows.len(), "in copy mode CommandComplete ends it");
+        let error = [rows.clone(), msg(b'E', b"SERROR\0\0")].concat();
+        assert_eq!(past_plain_replies(&error, 0, false), rows.len());
+        let copy = [rows.clone(), msg(b'G', &[0, 0, 0])].concat();
+        assert_eq!(past_plain_replies(&copy, 0, false), rows.len());
+        // A message not wholly read, and a length PostgreSQL never sends.
+        assert_eq!(past_plain_replies(&buf[..rows.len() + 3], 0, false), rows.len());
+        let bad = [rows.clone(), vec![b'D', 0, 0, 0, 2]].concat();
+        assert_eq!(past_plain_replies(&bad, 0, false), rows.len());
+        assert_eq!(past_plain_replies(&buf, rows.len() + complete.len(), false), rows.len() + complete.len());
+    }
 
     #[test]
     fn the_client_is_read_again_only_after_its_own_wake_up() {

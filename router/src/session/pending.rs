@@ -30,6 +30,11 @@ pub enum Expect {
     Execute,
     Close,
     Sync,
+    /// A whole extended-protocol batch forwarded as it came, up to and including its Sync,
+    /// none of whose replies the router hides or slots anything between (see
+    /// `Session::pass_batch`). Like a Sync, it ends at ReadyForQuery. Never sent while the
+    /// backend is in copy mode.
+    Batch,
     /// A Sync the router injected to finish a batch on this backend before moving to another
     /// shard; its ReadyForQuery is hidden.
     HiddenSync,
@@ -59,9 +64,12 @@ impl Expect {
                 t == tag::COMMAND_COMPLETE || t == tag::EMPTY_QUERY || t == tag::PORTAL_SUSPENDED
             }
             Expect::Close => t == tag::CLOSE_COMPLETE,
-            Expect::Sync | Expect::HiddenSync | Expect::Query | Expect::HiddenQuery | Expect::SilentQuery => {
-                t == tag::READY_FOR_QUERY
-            }
+            Expect::Sync
+            | Expect::HiddenSync
+            | Expect::Batch
+            | Expect::Query
+            | Expect::HiddenQuery
+            | Expect::SilentQuery => t == tag::READY_FOR_QUERY,
             Expect::Synthetic(_) | Expect::CopyEnd => false,
         }
     }
@@ -132,7 +140,12 @@ impl Pending {
             // COPY, e.g. refused it): the backend ignores the CopyDone and a marker would stay
             // at the front of the queue forever. asyncpg sends its COPY data and CopyDone
             // without waiting for CopyInResponse, so they arrive after such a refusal.
-            Expect::CopyEnd if !self.queue.iter().any(|e| matches!(e, Expect::Query | Expect::Execute)) => {
+            Expect::CopyEnd
+                if !self
+                    .queue
+                    .iter()
+                    .any(|e| matches!(e, Expect::Query | Expect::Execute | Expect::Batch)) =>
+            {
                 return None;
             }
             Expect::Sync | Expect::HiddenSync if self.copy_in => return None,
@@ -140,7 +153,8 @@ impl Pending {
         }
         if self.skipping {
             match e {
-                Expect::Sync | Expect::HiddenSync => self.skipping = false,
+                // The backend answers a batch's Sync (and skips what comes before it).
+                Expect::Sync | Expect::HiddenSync | Expect::Batch => self.skipping = false,
                 Expect::Synthetic(_) => return None,
                 Expect::Parse { def: Some(def), client_name, .. } => {
                     return Some(UndoneParse { def, client_name })
@@ -151,6 +165,13 @@ impl Pending {
         }
         self.queue.push_back(e);
         None
+    }
+
+    /// Whether the entry at the front ends only at ReadyForQuery and hides nothing: until then
+    /// every reply but an error or the start of a COPY goes to the client as it is.
+    #[inline]
+    pub fn forwards_until_ready(&self) -> bool {
+        matches!(self.queue.front(), Some(Expect::Batch | Expect::Sync | Expect::Query))
     }
 
     /// Whether something made up by the router waits at the front (cheaper to ask than
@@ -217,8 +238,13 @@ impl Pending {
     /// the backend, so stop expecting replies to them.
     fn on_copy_in(&mut self) {
         let end = self.queue.iter().position(|e| matches!(e, Expect::CopyEnd));
-        let mut i = 0;
         let limit = end.unwrap_or(self.queue.len());
+        // A batch whose Execute started the COPY: its Sync is ignored likewise, so it now ends
+        // where the COPY does, at CommandComplete (or an error).
+        if let Some(front @ Expect::Batch) = self.queue.front_mut() {
+            *front = Expect::Execute;
+        }
+        let mut i = 0;
         let mut removed = 0;
         self.queue.retain(|e| {
             let keep = i >= limit || !e.is_sync();
@@ -265,7 +291,7 @@ impl Pending {
             if matches!(front, Expect::HiddenSync) {
                 self.error_before_hidden_sync = true;
             }
-            if front.is_sync() || matches!(front, Expect::Query | Expect::HiddenQuery) {
+            if front.is_sync() || matches!(front, Expect::Batch | Expect::Query | Expect::HiddenQuery) {
                 return Disposition::Forward;
             }
             if let Some(Expect::Parse { def: Some(def), client_name, .. }) = self.queue.pop_front() {
@@ -410,6 +436,47 @@ mod tests {
         assert_eq!(p.on_backend(tag::BIND_COMPLETE, &mut undone), Disposition::Hide);
         assert_eq!(p.on_backend(tag::ERROR_RESPONSE, &mut undone), Disposition::Forward);
         assert_eq!(p.on_backend(tag::READY_FOR_QUERY, &mut undone), Disposition::Forward);
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn a_batch_ends_at_its_ready_for_query_through_errors_and_copy() {
+        let mut undone = vec![];
+        let mut p = Pending::default();
+        p.push(Expect::Batch);
+        assert!(p.forwards_until_ready());
+        for t in [b'1', b'2', b'T', b'D', b'C'] {
+            assert_eq!(p.on_backend(t, &mut undone), Disposition::Forward);
+        }
+        assert!(!p.is_empty());
+        p.on_backend(b'Z', &mut undone);
+        assert!(p.is_empty());
+        // An error inside the batch: the backend skips to the batch's own Sync.
+        p.push(Expect::Batch);
+        p.push(Expect::Batch);
+        assert_eq!(p.on_backend(tag::ERROR_RESPONSE, &mut undone), Disposition::Forward);
+        assert!(!p.is_skipping());
+        p.on_backend(b'Z', &mut undone);
+        assert_eq!(p.len(), 1);
+        p.on_backend(b'Z', &mut undone);
+        assert!(p.is_empty());
+        // An error before the Sync of an earlier unsynced Bind: skipping ends with the batch.
+        p.push(Expect::Bind);
+        p.on_backend(tag::ERROR_RESPONSE, &mut undone);
+        assert!(p.is_skipping());
+        p.push(Expect::Batch);
+        assert!(!p.is_skipping());
+        p.on_backend(b'Z', &mut undone);
+        assert!(p.is_empty());
+        // Its Execute starts a COPY: the batch's Sync is ignored, it ends with the COPY.
+        p.push(Expect::Batch);
+        p.on_backend(b'1', &mut undone);
+        p.on_backend(tag::COPY_IN_RESPONSE, &mut undone);
+        p.push(Expect::CopyEnd);
+        p.push(Expect::Sync);
+        p.on_backend(b'C', &mut undone);
+        assert_eq!(p.len(), 1);
+        p.on_backend(b'Z', &mut undone);
         assert!(p.is_empty());
     }
 
