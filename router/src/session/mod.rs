@@ -10,10 +10,10 @@
 //! dedicated backend are refused ([`classify`]). [`pending`] tracks the backend responses still
 //! due, which tells when a backend can go back to the pool.
 
-mod batch;
 pub mod classify;
 mod copy;
 mod extended;
+mod fast_path;
 pub mod login;
 mod lookup;
 pub mod pending;
@@ -652,7 +652,7 @@ impl Session {
     /// Handles every whole frame the client sent. Returns true when the client said Terminate.
     async fn on_client_data(&mut self) -> Result<bool, End> {
         loop {
-            if self.pass_batch()? {
+            if self.pass_query()? || self.pass_batch()? {
                 continue;
             }
             let frame = match frame::next_frame(&mut self.cbuf, self.max_message) {

@@ -1,18 +1,23 @@
-//! The pass-through fast path for a whole extended-protocol batch.
+//! Pass-through fast paths: a simple Query, or a whole extended-protocol batch, that the
+//! router has nothing to decide for goes to the backend in one copy, read in place from the
+//! client buffer, without the general path's per-message work.
+//!
+//! That holds when one shard serves everything, the statement needs none of the router's own
+//! handling (no session effect to track, no SHOW ROUTE), and nothing waits to be sent before
+//! it. Anything else takes the general path, which handles every case these do.
 //!
 //! Most extended-protocol traffic is a driver running one statement: Parse of the unnamed
-//! statement (or not, when its text is the one parsed last), Bind of the unnamed portal,
-//! Describe, Execute, Sync, all in one read. When the router has nothing to decide for any of
-//! them (one shard serves everything, no statement needs the router's own handling, nothing
-//! waits to be sent before them), the batch goes to the backend as the client wrote it, in one
-//! copy, and the backend's replies are expected as one entry ([`Expect::Batch`]) that ends at
-//! its ReadyForQuery. Anything else in the batch sends the whole batch down the general path,
-//! message by message; so does a batch whose Sync has not arrived yet.
+//! statement (or not, when its text is the one parsed last), Bind of the unnamed portal (or of
+//! a named statement already prepared on the backend), Describe, Execute, Sync, all in one
+//! read. Such a batch is expected back as one entry ([`Expect::Batch`]) that ends at its
+//! ReadyForQuery. A batch with any other message, or whose Sync has not arrived yet, takes the
+//! general path message by message.
 
 use std::sync::Arc;
 
 use bytes::Buf;
 
+use super::classify::classify_bytes;
 use super::simple::is_show_route;
 use super::statements::StatementDef;
 use super::{End, Session, Unnamed, UnnamedText};
@@ -46,6 +51,41 @@ struct NamedBind {
 }
 
 impl Session {
+    /// Forwards the simple Query at the front of the client buffer if it qualifies (see the
+    /// module). Returns false, having consumed nothing, when it must take the general path.
+    pub(super) fn pass_query(&mut self) -> Result<bool, End> {
+        if self.cbuf.first() != Some(&tag::QUERY)
+            || !self.deferred.is_empty()
+            || self.client_skip
+            || self.in_copy
+            || !self.lookup_tx.is_empty()
+        {
+            return Ok(false);
+        }
+        let Ok(Some((_, len))) = peek_header(&self.cbuf, self.max_message) else { return Ok(false) };
+        self.refresh_topology();
+        let Some(endpoint) = self.topology.single_endpoint() else { return Ok(false) };
+        let Some(body) = self.cbuf.get(HEADER_LEN..len) else { return Ok(false) };
+        let Ok(sql) = frontend::Reader::new(body).cstr_bytes("Query") else { return Ok(false) };
+        if is_show_route(sql) {
+            return Ok(false);
+        }
+        let (kind, effects) = classify_bytes(sql);
+        if self.unsupported(&effects).is_some() {
+            return Ok(false);
+        }
+        let Some(entered) = self.enter_now(endpoint, false) else { return Ok(false) };
+        if !entered? {
+            return Ok(false);
+        }
+        self.shared.metrics.statement(kind);
+        self.to_backend.extend_from_slice(&self.cbuf[..len]);
+        self.cbuf.advance(len);
+        self.sent(Expect::Query);
+        self.apply_effects(&effects);
+        Ok(true)
+    }
+
     /// Forwards the batch at the front of the client buffer in one piece if it qualifies (see
     /// the module). Returns false, having consumed nothing, when it must take the general
     /// path.
