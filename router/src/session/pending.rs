@@ -32,8 +32,9 @@ pub enum Expect {
     Sync,
     /// A whole extended-protocol batch forwarded as it came, up to and including its Sync,
     /// none of whose replies the router hides or slots anything between (see
-    /// `Session::pass_batch`). Like a Sync, it ends at ReadyForQuery. Never sent while the
-    /// backend is in copy mode.
+    /// `Session::pass_batch`). Like a Sync, it ends at ReadyForQuery. Not sent once the router
+    /// has seen the backend enter copy mode; one whose Execute starts a COPY becomes an
+    /// `Execute` entry (see `Pending::on_copy_in`).
     Batch,
     /// A Sync the router injected to finish a batch on this backend before moving to another
     /// shard; its ReadyForQuery is hidden.
