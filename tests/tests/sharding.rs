@@ -409,8 +409,14 @@ async fn a_failed_transaction_commits_on_no_shard() {
     // Pipelined: a duplicate key on one shard, then an insert for another shard, then COMMIT.
     let mut c2 = r.connect().await.unwrap();
     let tx = c2.transaction().await.unwrap();
-    let dup = tx.execute("INSERT INTO users (id, name) VALUES ($1, 'dup')", &[&1i64]);
-    let new = tx.execute("INSERT INTO users (id, name) VALUES ($1, 'new')", &[&777i64]);
+    // Prepared first: executing a prepared statement sends its Bind on the first poll, so
+    // `join` sends them in this order. (With text, each future waits for its own Parse's reply
+    // first, and on a multi-threaded runtime the second can see its reply, and send its Bind,
+    // before the first is polled again.)
+    let ins_dup = tx.prepare("INSERT INTO users (id, name) VALUES ($1, 'dup')").await.unwrap();
+    let ins_new = tx.prepare("INSERT INTO users (id, name) VALUES ($1, 'new')").await.unwrap();
+    let dup = tx.execute(&ins_dup, &[&1i64]);
+    let new = tx.execute(&ins_new, &[&777i64]);
     let (a, b) = futures_util::future::join(dup, new).await;
     assert_eq!(sqlstate(&a.unwrap_err()).as_deref(), Some("23505"));
     assert!(b.is_err(), "the statement after the error must not run: {b:?}");
