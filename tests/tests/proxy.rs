@@ -322,6 +322,35 @@ async fn malformed_and_oversized_frames_get_errors_and_others_keep_working() {
     assert_eq!(other.query_one("select 7", &[]).await.unwrap().get::<_, i32>(0), 7);
 }
 
+/// A Query with bytes after its text's terminator is an error, as on PostgreSQL: the session
+/// goes on, and a SET smuggled in front of the terminator is not taken for the session's
+/// (it would be replayed on the next backend that serves it).
+#[tokio::test]
+async fn a_query_with_bytes_after_its_text_is_an_error_and_sets_nothing() {
+    let r = Router::start(RouterOptions::default());
+    let mut a = raw_login(r.port).await;
+    let mut out = BytesMut::new();
+    let body = b"SET application_name = 'smuggled'\0SELECT 1\0";
+    out.put_u8(b'Q');
+    out.put_i32(4 + body.len() as i32);
+    out.put_slice(body);
+    a.write_all(&out).await.unwrap();
+    let reply = read_until_ready(&mut a, 1).await;
+    assert_eq!(message_tags(&reply), "EZ");
+    assert_eq!(error_code(&reply).as_deref(), Some("08P01"));
+    // Another client holds the backend that served `a`, so `a` gets another one, which is
+    // brought to `a`'s settings first.
+    let b = r.connect().await.unwrap();
+    b.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    out.clear();
+    postgres_protocol::message::frontend::query("SHOW application_name", &mut out).unwrap();
+    a.write_all(&out).await.unwrap();
+    let reply = read_until_ready(&mut a, 1).await;
+    assert_eq!(message_tags(&reply), "TDCZ", "{reply:?}");
+    assert!(!reply.windows(8).any(|w| w == b"smuggled"), "{}", String::from_utf8_lossy(&reply));
+    b.batch_execute("ROLLBACK").await.unwrap();
+}
+
 /// The tags of the whole backend messages in `reply`, in order.
 fn message_tags(reply: &[u8]) -> String {
     let mut tags = String::new();

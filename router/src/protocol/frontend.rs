@@ -142,13 +142,20 @@ impl<'a> Reader<'a> {
 
 /// The text of a simple Query.
 pub fn query_text(frame: &Frame) -> Result<&str, DecodeError> {
-    Reader::new(frame.body()).cstr("Query")
+    std::str::from_utf8(query_bytes(frame)?).map_err(|_| malformed("Query"))
 }
 
 /// A Query message's text as bytes, not checked to be UTF-8 (a Query forwarded unchanged
 /// reaches the shard in the client's encoding).
 pub fn query_bytes(frame: &Frame) -> Result<&[u8], DecodeError> {
-    Reader::new(frame.body()).cstr_bytes("Query")
+    query_body_text(frame.body())
+}
+
+/// The text of a Query message's body: the whole body, ending in its only NUL. PostgreSQL
+/// rejects a Query with anything after the text's terminator, so a message the router would
+/// read as one statement must not reach it (or have its session effect recorded) as another.
+pub fn query_body_text(body: &[u8]) -> Result<&[u8], DecodeError> {
+    std::ffi::CStr::from_bytes_with_nul(body).map(std::ffi::CStr::to_bytes).map_err(|_| malformed("Query"))
 }
 
 /// A Parse message: statement name, query text, and the raw parameter-type section.
@@ -476,6 +483,16 @@ mod tests {
         let b2 = Bind::decode(&rf).unwrap();
         assert_eq!(b2.statement, "pgr_7");
         assert_eq!(&rf.body()[8..], &body[5..]);
+    }
+
+    #[test]
+    fn a_query_is_its_text_and_one_terminator() {
+        assert_eq!(query_bytes(&frame(b'Q', b"SELECT 1\0")), Ok(&b"SELECT 1"[..]));
+        assert_eq!(query_text(&frame(b'Q', b"\0")), Ok(""));
+        for body in [&b"SET a = 1\0SELECT 1\0"[..], b"SELECT 1\0x", b"SELECT 1", b""] {
+            assert!(query_bytes(&frame(b'Q', body)).is_err(), "{body:?}");
+        }
+        assert!(query_text(&frame(b'Q', b"SELECT '\xe9'\0")).is_err());
     }
 
     #[test]

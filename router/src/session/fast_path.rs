@@ -66,7 +66,7 @@ impl Session {
         self.refresh_topology();
         let Some(endpoint) = self.topology.single_endpoint() else { return Ok(false) };
         let Some(body) = self.cbuf.get(HEADER_LEN..len) else { return Ok(false) };
-        let Ok(sql) = frontend::Reader::new(body).cstr_bytes("Query") else { return Ok(false) };
+        let Ok(sql) = frontend::query_body_text(body) else { return Ok(false) };
         if is_show_route(sql) {
             return Ok(false);
         }

@@ -379,7 +379,8 @@ struct Session {
     /// Transaction status as the client sees it: the active backend's last ReadyForQuery, or
     /// the router's own after a lazy BEGIN or a multi-shard statement.
     tx: TxStatus,
-    /// The open transaction block's BEGIN, replayed on every shard that joins it.
+    /// The open transaction block's BEGIN, replayed on every shard that joins it; None: a
+    /// plain `BEGIN`.
     begin: Option<String>,
     /// The block's open savepoints, oldest first (see [`savepoints`]).
     savepoints: Vec<String>,
@@ -895,14 +896,12 @@ impl Session {
                     saw_ready = true;
                     self.tx = msg.get(5).and_then(|&s| TxStatus::from_byte(s)).unwrap_or(TxStatus::Failed);
                     self.in_copy = false;
-                    match self.tx {
-                        TxStatus::Idle => {
-                            self.begin = None;
-                            self.savepoints.clear();
-                            self.block_lost = false;
-                        }
-                        _ if self.begin.is_none() => self.begin = Some("BEGIN".to_owned()),
-                        _ => {}
+                    // A block opened without the router's knowing its BEGIN (one that went
+                    // through as it came) is joined with a plain BEGIN: `begin` stays None.
+                    if self.tx == TxStatus::Idle {
+                        self.begin = None;
+                        self.savepoints.clear();
+                        self.block_lost = false;
                     }
                 }
                 btag::COPY_IN_RESPONSE | btag::COPY_OUT_RESPONSE | btag::COPY_BOTH_RESPONSE => {

@@ -34,9 +34,11 @@ impl Session {
     pub(super) async fn on_query(&mut self, frame: Frame) -> Result<(), End> {
         // The text borrows a second handle on the frame's bytes (a reference count, not a copy).
         let held = frame.clone();
-        let sql = match frontend::query_bytes(&held) {
-            Ok(t) => t,
-            Err(e) => return Err(End::Fatal(ClientError::protocol(e.to_string()))),
+        let Ok(sql) = frontend::query_bytes(&held) else {
+            // As PostgreSQL: an error, not the end of the session (the next message is where
+            // the length said).
+            let e = ClientError::new("protocol", sqlstate::PROTOCOL_VIOLATION, "invalid message format");
+            return self.reject(e).await;
         };
         self.refresh_topology();
         // Rare paths are boxed below, so this future (and every session's, which holds it) is
