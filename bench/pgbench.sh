@@ -8,9 +8,12 @@
 #   BENCH_SCALE=16     pgbench scale factor
 #   BENCH_WORKLOADS    default "select-only tpcb-like"
 #   BENCH_MODES        default "simple extended prepared"
-#   BENCH_REPEAT=2     runs per path and row, taken in turns in mirrored order (direct,
-#                      PgBouncer, pg-router, then pg-router, PgBouncer, direct) and averaged, so
-#                      a steady drift of the machine's speed falls on every path alike
+#   BENCH_REPEAT=4     runs per path and row, taken in turns in mirrored order (direct,
+#                      PgBouncer, pg-router, then pg-router, PgBouncer, direct, and again) and
+#                      averaged, so a steady drift of the machine's speed falls on every path
+#                      alike. PostgreSQL's own CPU per transaction moves by several percent from
+#                      one 20 s run to the next (tpcb-like most), more than the poolers differ
+#                      by; four runs per path halve that noise in the mean against one.
 #   ROUTER_WORKERS     pg-router server.worker_threads (default 1)
 #   PG_ROUTER_BIN      pg-router binary (default: cargo build --release)
 set -euo pipefail
@@ -23,7 +26,7 @@ SCALE=${BENCH_SCALE:-16}
 POOL=20
 WORKLOADS=${BENCH_WORKLOADS:-select-only tpcb-like}
 MODES=${BENCH_MODES:-simple extended prepared}
-REPEAT=${BENCH_REPEAT:-2}
+REPEAT=${BENCH_REPEAT:-4}
 ROUTER_WORKERS=${ROUTER_WORKERS:-1}
 
 bench_prepare
