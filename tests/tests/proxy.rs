@@ -469,6 +469,31 @@ async fn pipelined_extended_batches_keep_their_replies_in_order_through_errors_a
     unnamed_batch(&mut msgs, "select 'ok'", &[]);
     s.write_all(&msgs).await.unwrap();
     assert_eq!(message_tags(&read_until_ready(&mut s, 1).await), "12TDCZ");
+    // A batch pipelined behind one whose Execute starts a COPY: PostgreSQL ignores the first
+    // batch's Sync in copy mode and fails the COPY at the next Parse, in the middle of reading
+    // it, so it ends the connection ("protocol synchronization was lost"). The client gets
+    // both errors and the end; the backend is not given to anyone else.
+    let mut msgs = BytesMut::new();
+    unnamed_batch(&mut msgs, "copy batch_copy from stdin", &[]);
+    unnamed_batch(&mut msgs, "select 'after'", &[]);
+    s.write_all(&msgs).await.unwrap();
+    let mut reply = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut reply)).await.expect("hung").unwrap();
+    assert_eq!(message_tags(&reply), "12nGEE");
+    assert_eq!(error_code(&reply).as_deref(), Some("08P01"));
+    let text = String::from_utf8_lossy(&reply);
+    assert!(text.contains("FATAL") && text.contains("protocol synchronization was lost"), "{text}");
+    // The pool's one connection was that backend: the next client gets a new one, and the
+    // failed COPY added nothing.
+    let n: i64 = tokio::time::timeout(
+        Duration::from_secs(10),
+        other.query_one("select count(*) from batch_copy", &[]),
+    )
+    .await
+    .expect("hung")
+    .unwrap()
+    .get(0);
+    assert_eq!(n, 2);
     other.batch_execute("drop table batch_copy").await.unwrap();
 }
 
