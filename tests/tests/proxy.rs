@@ -401,6 +401,16 @@ fn unnamed_batch(out: &mut BytesMut, sql: &str, params: &[&str]) {
     fe::sync(out);
 }
 
+/// Rows in `batch_copy`, read through `c`; a backend the router failed to hand back would make
+/// this wait, so it must answer within 10 s.
+async fn batch_copy_rows(c: &tokio_postgres::Client) -> i64 {
+    tokio::time::timeout(Duration::from_secs(10), c.query_one("select count(*) from batch_copy", &[]))
+        .await
+        .expect("hung")
+        .unwrap()
+        .get(0)
+}
+
 #[tokio::test]
 async fn pipelined_extended_batches_keep_their_replies_in_order_through_errors_and_copy() {
     use postgres_protocol::message::frontend as fe;
@@ -455,15 +465,7 @@ async fn pipelined_extended_batches_keep_their_replies_in_order_through_errors_a
     assert_eq!(message_tags(&reply), "12GCZ");
     // The session is between transactions: its one backend is back in the pool.
     let other = r.connect().await.unwrap();
-    let n: i64 = tokio::time::timeout(
-        Duration::from_secs(10),
-        other.query_one("select count(*) from batch_copy", &[]),
-    )
-    .await
-    .expect("hung")
-    .unwrap()
-    .get(0);
-    assert_eq!(n, 2);
+    assert_eq!(batch_copy_rows(&other).await, 2);
     // And the raw session carries on.
     let mut msgs = BytesMut::new();
     unnamed_batch(&mut msgs, "select 'ok'", &[]);
@@ -485,15 +487,7 @@ async fn pipelined_extended_batches_keep_their_replies_in_order_through_errors_a
     assert!(text.contains("FATAL") && text.contains("protocol synchronization was lost"), "{text}");
     // The pool's one connection was that backend: the next client gets a new one, and the
     // failed COPY added nothing.
-    let n: i64 = tokio::time::timeout(
-        Duration::from_secs(10),
-        other.query_one("select count(*) from batch_copy", &[]),
-    )
-    .await
-    .expect("hung")
-    .unwrap()
-    .get(0);
-    assert_eq!(n, 2);
+    assert_eq!(batch_copy_rows(&other).await, 2);
     other.batch_execute("drop table batch_copy").await.unwrap();
 }
 
