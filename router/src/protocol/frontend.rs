@@ -155,7 +155,12 @@ pub fn query_bytes(frame: &Frame) -> Result<&[u8], DecodeError> {
 /// rejects a Query with anything after the text's terminator, so a message the router would
 /// read as one statement must not reach it (or have its session effect recorded) as another.
 pub fn query_body_text(body: &[u8]) -> Result<&[u8], DecodeError> {
-    std::ffi::CStr::from_bytes_with_nul(body).map(std::ffi::CStr::to_bytes).map_err(|_| malformed("Query"))
+    // A query text is long enough for the vector search to pay (unlike the short names
+    // `Reader::cstr_bytes` looks through).
+    match body.split_last() {
+        Some((0, text)) if memchr::memchr(0, text).is_none() => Ok(text),
+        _ => Err(malformed("Query")),
+    }
 }
 
 /// A Parse message: statement name, query text, and the raw parameter-type section.
