@@ -338,6 +338,17 @@ async fn a_query_with_bytes_after_its_text_is_an_error_and_sets_nothing() {
     let reply = read_until_ready(&mut a, 1).await;
     assert_eq!(message_tags(&reply), "EZ");
     assert_eq!(error_code(&reply).as_deref(), Some("08P01"));
+    assert!(reply.windows(22).any(|w| w == b"invalid message format"), "{reply:?}");
+    // A text with no terminator at all: PostgreSQL's other message, and the session goes on.
+    out.clear();
+    out.put_u8(b'Q');
+    out.put_i32(4 + 8);
+    out.put_slice(b"SELECT 1");
+    a.write_all(&out).await.unwrap();
+    let reply = read_until_ready(&mut a, 1).await;
+    assert_eq!(message_tags(&reply), "EZ");
+    assert_eq!(error_code(&reply).as_deref(), Some("08P01"));
+    assert!(reply.windows(25).any(|w| w == b"invalid string in message"), "{reply:?}");
     // Another client holds the backend that served `a`, so `a` gets another one, which is
     // brought to `a`'s settings first.
     let b = r.connect().await.unwrap();

@@ -36,8 +36,14 @@ impl Session {
         let held = frame.clone();
         let Ok(sql) = frontend::query_bytes(&held) else {
             // As PostgreSQL: an error, not the end of the session (the next message is where
-            // the length said).
-            let e = ClientError::new("protocol", sqlstate::PROTOCOL_VIOLATION, "invalid message format");
+            // the length said), with its message for a text with no terminator or for bytes
+            // after it.
+            let message = if memchr::memchr(0, held.body()).is_none() {
+                "invalid string in message"
+            } else {
+                "invalid message format"
+            };
+            let e = ClientError::new("protocol", sqlstate::PROTOCOL_VIOLATION, message);
             return self.reject(e).await;
         };
         self.refresh_topology();
