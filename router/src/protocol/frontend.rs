@@ -37,6 +37,9 @@ pub mod tag {
 pub enum DecodeError {
     #[error("malformed {what} message")]
     Malformed { what: &'static str },
+    /// A string field with no terminator before the message ends.
+    #[error("unterminated string in {what} message")]
+    Unterminated { what: &'static str },
     #[error("unsupported frontend protocol {major}.{minor}: server supports 3.0")]
     UnsupportedProtocol { major: u16, minor: u16 },
 }
@@ -157,9 +160,10 @@ pub fn query_bytes(frame: &Frame) -> Result<&[u8], DecodeError> {
 pub fn query_body_text(body: &[u8]) -> Result<&[u8], DecodeError> {
     // A query text is long enough for the vector search to pay (unlike the short names
     // `Reader::cstr_bytes` looks through).
-    match body.split_last() {
-        Some((0, text)) if memchr::memchr(0, text).is_none() => Ok(text),
-        _ => Err(malformed("Query")),
+    match memchr::memchr(0, body) {
+        Some(end) if end + 1 == body.len() => Ok(&body[..end]),
+        Some(_) => Err(malformed("Query")),
+        None => Err(DecodeError::Unterminated { what: "Query" }),
     }
 }
 
@@ -494,8 +498,11 @@ mod tests {
     fn a_query_is_its_text_and_one_terminator() {
         assert_eq!(query_bytes(&frame(b'Q', b"SELECT 1\0")), Ok(&b"SELECT 1"[..]));
         assert_eq!(query_text(&frame(b'Q', b"\0")), Ok(""));
-        for body in [&b"SET a = 1\0SELECT 1\0"[..], b"SELECT 1\0x", b"SELECT 1", b""] {
-            assert!(query_bytes(&frame(b'Q', body)).is_err(), "{body:?}");
+        for body in [&b"SET a = 1\0SELECT 1\0"[..], b"SELECT 1\0x"] {
+            assert_eq!(query_bytes(&frame(b'Q', body)), Err(malformed("Query")), "{body:?}");
+        }
+        for body in [&b"SELECT 1"[..], b""] {
+            assert_eq!(query_bytes(&frame(b'Q', body)), Err(DecodeError::Unterminated { what: "Query" }));
         }
         assert!(query_text(&frame(b'Q', b"SELECT '\xe9'\0")).is_err());
     }

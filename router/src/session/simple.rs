@@ -15,7 +15,7 @@ use crate::exec::merge::MergeCombine;
 use crate::exec::{fan_out, Combine, Concat, First, LegRequest};
 use crate::pool::BackendError;
 use crate::protocol::backend::{self, TxStatus};
-use crate::protocol::frontend;
+use crate::protocol::frontend::{self, DecodeError};
 use crate::protocol::Frame;
 use crate::session::pending::Expect;
 use crate::topology::{BoundParams, Endpoint};
@@ -34,17 +34,18 @@ impl Session {
     pub(super) async fn on_query(&mut self, frame: Frame) -> Result<(), End> {
         // The text borrows a second handle on the frame's bytes (a reference count, not a copy).
         let held = frame.clone();
-        let Ok(sql) = frontend::query_bytes(&held) else {
-            // As PostgreSQL: an error, not the end of the session (the next message is where
-            // the length said), with its message for a text with no terminator or for bytes
-            // after it.
-            let message = if memchr::memchr(0, held.body()).is_none() {
-                "invalid string in message"
-            } else {
-                "invalid message format"
-            };
-            let e = ClientError::new("protocol", sqlstate::PROTOCOL_VIOLATION, message);
-            return self.reject(e).await;
+        let sql = match frontend::query_bytes(&held) {
+            Ok(sql) => sql,
+            Err(e) => {
+                // As PostgreSQL: an error, not the end of the session (the next message is
+                // where the length said), in its words.
+                let message = match e {
+                    DecodeError::Unterminated { .. } => "invalid string in message",
+                    _ => "invalid message format",
+                };
+                let e = ClientError::new("protocol", sqlstate::PROTOCOL_VIOLATION, message);
+                return self.reject(e).await;
+            }
         };
         self.refresh_topology();
         // Rare paths are boxed below, so this future (and every session's, which holds it) is
