@@ -41,9 +41,10 @@ mode = "off"
 CONF
 }
 
-# bench_shard NAME PORT [DATABASE]: a [[shards]] section on 127.0.0.1, to stdout.
+# bench_shard NAME PORT [DATABASE [HOST]]: a [[shards]] section on HOST (default 127.0.0.1; a
+# directory for the server's Unix-domain socket), to stdout.
 bench_shard() {
-  printf '[[shards]]\nname = "%s"\nhost = "127.0.0.1"\nport = %s\n' "$1" "$2"
+  printf '[[shards]]\nname = "%s"\nhost = "%s"\nport = %s\n' "$1" "${4:-127.0.0.1}" "$2"
   if [ -n "${3:-}" ]; then printf 'database = "%s"\n' "$3"; fi
 }
 

@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
 use rand::Rng as _;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
 
-use crate::pool::CancelTarget;
+use crate::pool::{BackendAddr, CancelTarget};
 
 /// The backends currently running the session's work (several during a cross-shard statement).
 pub type CancelSlot = Arc<Mutex<Vec<CancelTarget>>>;
@@ -76,16 +76,29 @@ impl CancelRegistry {
 async fn relay(t: CancelTarget) -> bool {
     let mut buf = BytesMut::new();
     postgres_protocol::message::frontend::cancel_request(t.pid, t.secret, &mut buf);
-    match TcpStream::connect(t.addr).await {
-        Ok(mut s) => {
-            let sent = s.write_all(&buf).await.is_ok();
-            // PostgreSQL closes the connection once it has handled the request.
-            let _ = s.shutdown().await;
-            sent
-        }
+    let sent = match &t.addr {
+        BackendAddr::Tcp(a) => match TcpStream::connect(a).await {
+            Ok(s) => send_and_close(s, &buf).await,
+            Err(e) => Err(e),
+        },
+        BackendAddr::Unix(p) => match UnixStream::connect(p).await {
+            Ok(s) => send_and_close(s, &buf).await,
+            Err(e) => Err(e),
+        },
+    };
+    match sent {
+        Ok(()) => true,
         Err(e) => {
             tracing::warn!(addr = %t.addr, error = %e, "cannot relay cancel request");
             false
         }
     }
+}
+
+/// Writes the request on a new connection to the backend's server, which closes it once it
+/// has handled the request.
+async fn send_and_close(mut s: impl AsyncWrite + Unpin, request: &[u8]) -> std::io::Result<()> {
+    s.write_all(request).await?;
+    let _ = s.shutdown().await;
+    Ok(())
 }

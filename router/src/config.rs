@@ -386,6 +386,21 @@ impl RawConfig {
             if sh.port == 0 {
                 return Err(invalid(format!("shards[{i}].port"), "must not be 0"));
             }
+            if let Some(path) = crate::pool::unix_socket_path(&sh.host, sh.port) {
+                if sh.tls == BackendTls::Require {
+                    return Err(invalid(
+                        format!("shards[{i}].tls"),
+                        "TLS is not available over a Unix-domain socket",
+                    ));
+                }
+                // sun_path holds 108 bytes with the terminator.
+                if path.as_os_str().len() > 107 {
+                    return Err(invalid(
+                        format!("shards[{i}].host"),
+                        format!("the socket path {} is longer than 107 bytes", path.display()),
+                    ));
+                }
+            }
             if sh.tls == BackendTls::Require && sh.tls_ca_file.is_none() {
                 return Err(invalid(
                     format!("shards[{i}].tls_ca_file"),
@@ -675,6 +690,25 @@ mod tests {
         assert!(err.to_string().contains("shards[1].database"), "{err}");
         let err = RawConfig::from_toml(&second("database = \"\"")).unwrap().validate().unwrap_err();
         assert!(err.to_string().contains("shards[1].database"), "{err}");
+    }
+
+    #[test]
+    fn a_host_that_is_a_directory_is_a_unix_socket_without_tls() {
+        let unix = |host: &str, extra: &str| {
+            BASE.replace("host = \"127.0.0.1\"", &format!("host = \"{host}\"\n{extra}"))
+        };
+        let c = RawConfig::from_toml(&unix("/run/postgresql", "")).unwrap().validate().unwrap();
+        assert_eq!(
+            crate::pool::unix_socket_path(&c.shards[0].host, c.shards[0].port),
+            Some(PathBuf::from("/run/postgresql/.s.PGSQL.5432"))
+        );
+        assert_eq!(crate::pool::unix_socket_path("db.internal", 5432), None);
+        let tls = unix("/run/postgresql", "tls = \"require\"\ntls_ca_file = \"/ca.pem\"");
+        let err = RawConfig::from_toml(&tls).unwrap().validate().unwrap_err();
+        assert!(err.to_string().contains("shards[0].tls") && err.to_string().contains("Unix"), "{err}");
+        let long = format!("/{}", "d".repeat(100));
+        let err = RawConfig::from_toml(&unix(&long, "")).unwrap().validate().unwrap_err();
+        assert!(err.to_string().contains("shards[0].host") && err.to_string().contains("107"), "{err}");
     }
 }
 

@@ -196,15 +196,7 @@ async fn copy_in_and_out_100k_rows_byte_for_byte() {
 #[tokio::test]
 async fn cancel_reaches_the_backend() {
     let r = Router::start(RouterOptions::default());
-    let c = r.connect().await.unwrap();
-    let token = c.cancel_token();
-    let q = tokio::spawn(async move { c.simple_query("select pg_sleep(30)").await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
-    // Bounded so a lost cancel fails the test instead of waiting 30 s; not a speed check.
-    let res =
-        tokio::time::timeout(Duration::from_secs(10), q).await.expect("cancel was not delivered").unwrap();
-    assert_eq!(sqlstate(&res.unwrap_err()).as_deref(), Some("57014"));
+    assert_cancel_stops_a_sleep(r.connect().await.unwrap()).await;
 }
 
 #[tokio::test]
@@ -242,6 +234,19 @@ async fn psql_over_tls_with_scram() {
 
 /// Sends raw bytes as a logged-in client and returns what comes back until EOF.
 /// A raw connection logged in as the md5 user with a hand-made exchange, after ReadyForQuery.
+/// Cancels a `pg_sleep(30)` running on `c` through its cancel token: the sleep must end with
+/// 57014.
+async fn assert_cancel_stops_a_sleep(c: tokio_postgres::Client) {
+    let token = c.cancel_token();
+    let q = tokio::spawn(async move { c.simple_query("select pg_sleep(30)").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    // Bounded so a lost cancel fails the test instead of waiting 30 s; not a speed check.
+    let res =
+        tokio::time::timeout(Duration::from_secs(10), q).await.expect("cancel was not delivered").unwrap();
+    assert_eq!(sqlstate(&res.unwrap_err()).as_deref(), Some("57014"));
+}
+
 async fn raw_login(port: u16) -> TcpStream {
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let mut startup = BytesMut::new();
@@ -769,4 +774,43 @@ async fn backend_tls_is_verified_and_used() {
     assert_eq!(sqlstate(&err).as_deref(), Some("08001"), "{err:?}");
     let message = err.as_db_error().map(|e| e.message().to_owned()).unwrap_or_default();
     assert!(message.contains("shard s0 refused TLS"), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_shard_is_reached_through_its_unix_socket() {
+    let c = cluster();
+    let shard = |dir: &std::path::Path| {
+        format!("\n[[shards]]\nname = \"s0\"\nhost = \"{}\"\nport = {}\n", dir.display(), c.ports[0])
+    };
+    let r =
+        Router::start(RouterOptions { shards_toml: Some(shard(&c.data_dir(0))), ..RouterOptions::default() });
+    let client = r.connect().await.unwrap();
+    // inet_server_addr() is NULL on a connection that came in through the Unix socket.
+    let sql = "SELECT inet_server_addr()::text, current_setting('port'), $1::int + 1";
+    for i in 0..3 {
+        let row = client.query_one(sql, &[&i]).await.unwrap();
+        assert_eq!(row.get::<_, Option<String>>(0), None, "the backend connection is not the Unix socket");
+        assert_eq!(row.get::<_, String>(1), c.ports[0].to_string());
+        assert_eq!(row.get::<_, i32>(2), i + 1);
+    }
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS unix_t (id int); BEGIN; INSERT INTO unix_t VALUES (1); COMMIT",
+        )
+        .await
+        .unwrap();
+    let n: i64 = client.query_one("SELECT count(*) FROM unix_t WHERE id = 1", &[]).await.unwrap().get(0);
+    assert!(n >= 1);
+
+    // A cancel is relayed through the socket too.
+    assert_cancel_stops_a_sleep(client).await;
+
+    // A directory where no server listens: a clear connection error naming the socket file.
+    let nowhere = c.dir.join("no-server-here");
+    let r = Router::start(RouterOptions { shards_toml: Some(shard(&nowhere)), ..RouterOptions::default() });
+    let err = r.connect().await.unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("08001"), "{err:?}");
+    let message = err.as_db_error().map(|e| e.message().to_owned()).unwrap_or_default();
+    let socket = format!("{}/.s.PGSQL.{}", nowhere.display(), c.ports[0]);
+    assert!(message.contains("cannot connect to shard s0 at") && message.contains(&socket), "{err:?}");
 }

@@ -1,7 +1,9 @@
 //! One connection to a shard: startup, authentication, and the state the router tracks on it.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,7 +12,7 @@ use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 
 use crate::protocol::backend::tag;
 use crate::protocol::frame::{next_frame, PG_MAX_MESSAGE_LEN};
@@ -51,10 +53,32 @@ pub enum BackendError {
     },
 }
 
+/// Where a backend listens: a TCP address, or PostgreSQL's Unix-domain socket file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendAddr {
+    Tcp(SocketAddr),
+    Unix(Arc<Path>),
+}
+
+impl fmt::Display for BackendAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tcp(a) => a.fmt(f),
+            Self::Unix(p) => p.display().fmt(f),
+        }
+    }
+}
+
+/// The socket file of the server listening on `port` whose `host` is a directory (starts with
+/// `/`), as libpq names it; `None` for a host name or IP address.
+pub fn unix_socket_path(host: &str, port: u16) -> Option<PathBuf> {
+    host.starts_with('/').then(|| Path::new(host).join(format!(".s.PGSQL.{port}")))
+}
+
 /// What a CancelRequest for this connection needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CancelTarget {
-    pub addr: SocketAddr,
+    pub addr: BackendAddr,
     pub pid: i32,
     pub secret: i32,
 }
@@ -126,29 +150,42 @@ pub struct BackendConn {
 
 impl BackendConn {
     pub async fn connect(p: &ConnectParams) -> Result<Self, BackendError> {
-        let addr_text = format!("{}:{}", p.host, p.port);
-        let tcp = crate::timer::timeout(p.connect_timeout, TcpStream::connect((p.host.as_str(), p.port)))
-            .await
-            .map_err(|_| BackendError::ConnectTimeout { shard: p.shard.clone(), addr: addr_text.clone() })?
-            .map_err(|source| BackendError::Connect {
-                shard: p.shard.clone(),
-                addr: addr_text.clone(),
-                source,
-            })?;
-        let addr = tcp.peer_addr().map_err(|source| BackendError::Io { shard: p.shard.clone(), source })?;
-        let _ = tcp.set_nodelay(true);
-        let fut = Self::startup(p, tcp, addr);
+        let unix = unix_socket_path(&p.host, p.port);
+        let addr_text = match &unix {
+            Some(path) => path.display().to_string(),
+            None => format!("{}:{}", p.host, p.port),
+        };
+        // One limit for the connection and the login both.
+        let fut = async {
+            let refused =
+                |source| BackendError::Connect { shard: p.shard.clone(), addr: addr_text.clone(), source };
+            let (stream, addr) = match unix {
+                Some(path) => {
+                    let s = UnixStream::connect(&path).await.map_err(refused)?;
+                    (Stream::Unix(s), BackendAddr::Unix(path.into()))
+                }
+                None => {
+                    let tcp = TcpStream::connect((p.host.as_str(), p.port)).await.map_err(refused)?;
+                    let addr = tcp
+                        .peer_addr()
+                        .map_err(|source| BackendError::Io { shard: p.shard.clone(), source })?;
+                    let _ = tcp.set_nodelay(true);
+                    (Stream::Plain(tcp), BackendAddr::Tcp(addr))
+                }
+            };
+            Self::startup(p, stream, addr).await
+        };
         crate::timer::timeout(p.connect_timeout, fut)
             .await
-            .map_err(|_| BackendError::ConnectTimeout { shard: p.shard.clone(), addr: addr_text })?
+            .map_err(|_| BackendError::ConnectTimeout { shard: p.shard.clone(), addr: addr_text.clone() })?
     }
 
-    async fn startup(p: &ConnectParams, mut tcp: TcpStream, addr: SocketAddr) -> Result<Self, BackendError> {
+    async fn startup(p: &ConnectParams, stream: Stream, addr: BackendAddr) -> Result<Self, BackendError> {
         let io = |source| BackendError::Io { shard: p.shard.clone(), source };
         let mut out = BytesMut::new();
-        let mut stream = match &p.tls {
-            None => Stream::Plain(tcp),
-            Some(tls) => {
+        let mut stream = match (&p.tls, stream) {
+            (None, stream) => stream,
+            (Some(tls), Stream::Plain(mut tcp)) => {
                 frontend::ssl_request(&mut out);
                 tcp.write_all(&out).await.map_err(io)?;
                 out.clear();
@@ -163,6 +200,12 @@ impl BackendConn {
                     .await
                     .map_err(|source| BackendError::Tls { shard: p.shard.clone(), source })?;
                 Stream::Tls(Box::new(tls.into()))
+            }
+            // TLS is asked of a Unix-domain socket (a control-plane address for a shard the
+            // config reaches over TLS): refused rather than silently done without.
+            (Some(_), _) => {
+                let source = std::io::Error::other("TLS is not available over a Unix-domain socket");
+                return Err(BackendError::Tls { shard: p.shard.clone(), source });
             }
         };
         let params = [("user", p.user.as_str()), ("database", p.database.as_str())];

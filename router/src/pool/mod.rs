@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use bounded::{Manage, PoolError};
 
-pub use conn::{BackendConn, BackendError, CancelTarget, ConnectParams, Settings};
+pub use conn::{
+    unix_socket_path, BackendAddr, BackendConn, BackendError, CancelTarget, ConnectParams, Settings,
+};
 
 use crate::config::{PoolConfig, ShardConfig};
 

@@ -73,7 +73,13 @@ pub async fn open(tcp: TcpStream, shared: &Shared, buf: &mut BytesMut) -> Result
                         ClientError::protocol("received unencrypted data after SSL request"),
                     ));
                 }
-                let Stream::Plain(mut tcp) = stream else { unreachable!("checked is_tls above") };
+                // A client stream is plain TCP until this upgrade (the arm above took TLS).
+                let mut tcp = match stream {
+                    Stream::Plain(tcp) => tcp,
+                    other => {
+                        return Err(fail(other, ClientError::protocol("encryption negotiation repeated")));
+                    }
+                };
                 if tcp.write_all(b"S").await.is_err() {
                     return Err(OpeningError {
                         stream: None,

@@ -855,7 +855,7 @@ impl Session {
     fn set_cancel_target(&self) {
         if let Ok(mut slot) = self.cancel.lock() {
             slot.clear();
-            slot.extend(self.backend.iter().map(|b| b.cancel));
+            slot.extend(self.backend.iter().map(|b| b.cancel.clone()));
         }
     }
 

@@ -349,7 +349,7 @@ impl Session {
         }
         if let Ok(mut slot) = self.cancel.lock() {
             slot.clear();
-            slot.extend(legs.iter().map(|l| l.conn.cancel));
+            slot.extend(legs.iter().map(|l| l.conn.cancel.clone()));
         }
         Ok(legs)
     }
