@@ -99,7 +99,7 @@ run() {
         -h 127.0.0.1 -p "$port" -U bench bench 2>&1) || { echo "failed - - 0"; return; }
   after=$( [ -n "$proc" ] && cpu_ticks "$proc" || echo 0 )
   read -r s1 t1 <<<"$(steal_ticks)"
-  steal=$(awk -v s=$((s1 - s0)) -v t=$((t1 - t0)) 'BEGIN{printf "%.1f", t > 0 ? 100 * s / t : 0}')
+  steal=$(awk -v s=$((s1 - s0)) -v t=$((t1 - t0)) 'BEGIN{printf "%.1f", (t > 0 ? 100 * s / t : 0)}')
   if ! grep -q "number of failed transactions: 0 " <<<"$out"; then echo "failed - - $steal"; return; fi
   tps=$(awk '/^tps = /{print $3}' <<<"$out")
   lat=$(awk '/^latency average = /{print $4}' <<<"$out")
@@ -122,7 +122,7 @@ mean() {
 # steal_range "tps latency cpu steal" ... -> "min-max" of the runs' steal percentages
 steal_range() {
   printf '%s\n' "$@" | awk 'NR == 1 || $4 < lo {lo = $4} NR == 1 || $4 > hi {hi = $4}
-    END { printf "%.0f-%.0f\n", lo, hi }'
+    END { printf "%.1f-%.1f\n", lo, hi }'
 }
 
 echo "pgbench: $CLIENTS clients, -j 2, ${SECONDS_PER_ROW}s per run, each row the mean of $REPEAT runs taken in mirrored turns after a CHECKPOINT, scale $SCALE, pool size $POOL," \
