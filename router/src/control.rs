@@ -226,10 +226,12 @@ pub fn apply(shared: &Shared, ev: &WatchEvent) -> Result<(), String> {
         default_keyspace,
         ..config.routing.clone()
     };
+    let current: Vec<usize> = endpoints.values().copied().collect();
     let topology = Topology::new(&routing, endpoints)
         .map_err(|e| e.to_string())?
         .with_write_blocked(ev.write_blocked.clone());
     shared.topology.set(topology);
+    shared.pools.retire_unused(current);
     if !ev.write_blocked.is_empty() {
         tracing::info!(keyspaces = ?ev.write_blocked, "writes to these keyspaces are refused");
     }

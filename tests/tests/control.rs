@@ -228,6 +228,16 @@ async fn shards_added_and_moved_through_the_api_serve_new_statements() {
     let n: i64 = c.query_one("SELECT count(*) FROM gadgets", &[]).await.unwrap().get(0);
     assert_eq!(n, 200);
 
+    // The router's pooled connection to s3's server, by its port there.
+    let on_s3 = (1..=200).find(|id| count_on(3, "gadgets", *id, *id) == 1).unwrap();
+    let sql = format!("SELECT inet_client_port() FROM gadgets WHERE id = {on_s3}");
+    let port: i32 = c.query_one(sql.as_str(), &[]).await.unwrap().get(0);
+    let connected_from_port = |server: usize| -> bool {
+        let sql = format!("SELECT count(*) FROM pg_stat_activity WHERE client_port = {port}");
+        cl.psql(server, DATABASE, &sql).unwrap().trim() == "1"
+    };
+    assert!(connected_from_port(3), "the router's idle connection to s3's server");
+
     // s3 moves to another server: new statements go there.
     let ep = serde_json::json!({ "host": "127.0.0.1", "port": cl.ports[4] });
     let out: serde_json::Value = a.send(Method::PUT, "/v1/shards/s3", &ep).await.unwrap();
@@ -237,6 +247,12 @@ async fn shards_added_and_moved_through_the_api_serve_new_statements() {
     assert!(count_on(4, "gadgets", 1001, 1200) > 0, "s3's range now lands on its new server");
     let total: i64 = [0, 1, 2, 4].iter().map(|i| count_on(*i, "gadgets", 1001, 1200)).sum();
     assert_eq!(total, 200);
+    // Nothing stays connected to the old server (pool.idle_timeout_ms is ten minutes here).
+    let moved = Instant::now();
+    while connected_from_port(3) {
+        assert!(moved.elapsed() < Duration::from_secs(10), "the old server's idle connection was kept");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // A shard still in the map cannot be removed; one no keyspace uses can.
     let e = a.call::<serde_json::Value>(Method::DELETE, "/v1/shards/s2", None).await.unwrap_err();

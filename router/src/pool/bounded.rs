@@ -91,7 +91,7 @@ enum Grant<M: Manage> {
 }
 
 /// Point-in-time counts, for gauges.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Status {
     pub size: usize,
     pub idle: usize,

@@ -9,7 +9,7 @@
 pub mod bounded;
 pub mod conn;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -114,6 +114,9 @@ pub struct Pools {
     shards: RwLock<Vec<EndpointEntry>>,
     config: PoolConfig,
     pools: RwLock<HashMap<PoolKey, Pool>>,
+    /// Endpoints the newest topology no longer uses: a shard moved away from the address, or
+    /// left the shard map. Their pools keep no idle connection (see [`Pools::retire_unused`]).
+    retired: RwLock<HashSet<usize>>,
     checkout_seconds: metrics::Histogram,
 }
 
@@ -139,6 +142,7 @@ impl Pools {
             shards: RwLock::new(shards),
             config,
             pools: RwLock::new(HashMap::new()),
+            retired: RwLock::new(HashSet::new()),
             checkout_seconds: metrics::histogram!("pg_router_pool_checkout_seconds"),
         }
     }
@@ -182,6 +186,21 @@ impl Pools {
         tracing::info!(shard = name, host, port, "new shard endpoint from the control plane");
         shards.push(EndpointEntry { shard: Arc::new(shard), tls: client_tls });
         shards.len() - 1
+    }
+
+    /// Retires every endpoint but `current`, the ones the newest topology uses. A retired
+    /// endpoint's pool closes its idle connections at the next maintenance tick and opens none
+    /// to keep `pool.min_size` warm: nothing stays connected to a shard's old server once the
+    /// sessions still on an older topology have finished their transactions there. An endpoint
+    /// that comes back into use (a shard moved back) is current again.
+    pub fn retire_unused(&self, current: impl IntoIterator<Item = usize>) {
+        let current: HashSet<usize> = current.into_iter().collect();
+        let retired: HashSet<usize> = (0..self.len()).filter(|i| !current.contains(i)).collect();
+        *self.retired.write().unwrap_or_else(std::sync::PoisonError::into_inner) = retired;
+    }
+
+    fn is_retired(&self, shard: usize) -> bool {
+        self.retired.read().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&shard)
     }
 
     /// The pool for `key`, created on first use; `None` if its endpoint does not exist.
@@ -259,8 +278,8 @@ impl Pools {
         pool.manager().server_params.lock().ok().and_then(|g| g.clone())
     }
 
-    /// Closes idle connections past `idle_timeout`, keeps `min_size` warm, and publishes pool
-    /// gauges. Runs until the process ends.
+    /// Closes idle connections past `idle_timeout` (all of them on a retired endpoint), keeps
+    /// `min_size` warm, and publishes pool gauges. Runs until the process ends.
     pub async fn maintain(self: Arc<Self>) {
         let mut tick = crate::timer::interval(Duration::from_secs(1));
         loop {
@@ -269,22 +288,31 @@ impl Pools {
                 Ok(m) => m.iter().map(|(k, p)| (k.clone(), p.clone())).collect(),
                 Err(_) => continue,
             };
+            // A moved shard has a pool per address under one shard name: its gauges are the sum.
+            let mut gauges: HashMap<(String, Arc<str>, Arc<str>), bounded::Status> = HashMap::new();
             for (key, pool) in pools {
                 let (idle_timeout, max_lifetime) = (self.config.idle_timeout, self.config.max_lifetime);
-                let min = self.config.min_size;
-                pool.evict(min, |conn, idle_for| {
-                    idle_for >= idle_timeout || conn.created.elapsed() > max_lifetime
-                });
-                let status = pool.status();
-                if status.size < min {
-                    let pool = pool.clone();
-                    tokio::spawn(async move { while let Ok(true) = pool.fill_to(min).await {} });
+                if self.is_retired(key.shard) {
+                    pool.evict(0, |_, _| true);
+                } else {
+                    let min = self.config.min_size;
+                    pool.evict(min, |conn, idle_for| {
+                        idle_for >= idle_timeout || conn.created.elapsed() > max_lifetime
+                    });
+                    if pool.status().size < min {
+                        let pool = pool.clone();
+                        tokio::spawn(async move { while let Ok(true) = pool.fill_to(min).await {} });
+                    }
                 }
-                let labels = [
-                    ("shard", self.shard_name(key.shard).to_owned()),
-                    ("database", key.database.to_string()),
-                    ("user", key.user.to_string()),
-                ];
+                let status = pool.status();
+                let sum = gauges.entry((self.shard_name(key.shard), key.database, key.user)).or_default();
+                sum.size += status.size;
+                sum.idle += status.idle;
+                sum.waiting += status.waiting;
+            }
+            for ((shard, database, user), status) in gauges {
+                let labels =
+                    [("shard", shard), ("database", database.to_string()), ("user", user.to_string())];
                 metrics::gauge!("pg_router_pool_size", &labels).set(status.size as f64);
                 metrics::gauge!("pg_router_pool_in_use", &labels)
                     .set(status.size.saturating_sub(status.idle) as f64);
