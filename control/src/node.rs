@@ -31,6 +31,8 @@ pub struct NodeOptions {
     pub advertise: Option<String>,
     /// Required on writes and on Raft RPCs; without one, the API refuses every write.
     pub token: Option<String>,
+    /// What the API lets its clients hold.
+    pub limits: api::ApiLimits,
 }
 
 /// Why a write did not happen.
@@ -96,7 +98,7 @@ impl ControlNode {
             catalog: catalog.clone(),
             token: opts.token.clone(),
         });
-        let server = tokio::spawn(api::serve(listener, state, stopped));
+        let server = tokio::spawn(api::serve(listener, state, opts.limits, stopped));
         tracing::info!(id = opts.id, %addr, advertise, "control node started");
         Ok(Self {
             id: opts.id,
@@ -176,5 +178,73 @@ pub async fn write(raft: &Raft, catalog: &CatalogHandle, cmd: Command) -> Result
             Err(WriteError::NotLeader { leader: f.leader_node.map(|n| n.addr) })
         }
         Err(e) => Err(WriteError::Raft(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    use super::*;
+    use crate::testing::TempDir;
+
+    /// Everything the server sends until it closes the connection.
+    async fn until_closed(s: &mut TcpStream) -> String {
+        let mut out = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+        assert!(read.is_ok(), "the server kept the connection open");
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[tokio::test]
+    async fn the_api_refuses_connections_past_its_limit_and_closes_stalled_ones() {
+        let dir = TempDir::new("api-limits");
+        let short = Duration::from_millis(300);
+        let node = ControlNode::start(NodeOptions {
+            id: 1,
+            data_dir: dir.path().to_owned(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            advertise: None,
+            token: None,
+            limits: api::ApiLimits {
+                max_connections: 2,
+                header_read_timeout: short,
+                body_read_timeout: short,
+            },
+        })
+        .await
+        .unwrap();
+        let addr = node.addr();
+        // One client stops halfway through its headers, another after headers that promise a
+        // body: together they hold both connections.
+        let mut headers = TcpStream::connect(addr).await.unwrap();
+        headers.write_all(b"GET /v1/cluster HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+        let mut body = TcpStream::connect(addr).await.unwrap();
+        body.write_all(b"GET /v1/cluster HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\n").await.unwrap();
+        // A third is answered at once and closed.
+        let mut third = TcpStream::connect(addr).await.unwrap();
+        let reply = until_closed(&mut third).await;
+        assert!(reply.starts_with("HTTP/1.1 503 "), "{reply}");
+        assert!(reply.ends_with(r#"{"error":"too many connections to this control node"}"#), "{reply}");
+        // The stalled ones are let go when their time is up.
+        let _ = until_closed(&mut headers).await;
+        let reply = until_closed(&mut body).await;
+        assert!(reply.starts_with("HTTP/1.1 408 "), "{reply}");
+        // With the slots free again, requests are served; an idle keep-alive connection is
+        // closed after the header timeout too.
+        let mut c = crate::http::Client::new(addr.to_string(), None);
+        let (status, _) =
+            c.call(hyper::Method::GET, "/v1/cluster", None, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(status, hyper::StatusCode::OK);
+        let mut kept = TcpStream::connect(addr).await.unwrap();
+        kept.write_all(b"GET /v1/cluster HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+        let reply = until_closed(&mut kept).await;
+        assert!(reply.starts_with("HTTP/1.1 200 "), "{reply}");
+        node.shutdown().await;
     }
 }

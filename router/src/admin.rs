@@ -96,6 +96,7 @@ pub async fn run_control(
         listen: args.listen,
         advertise: args.advertise.clone(),
         token: Some(args.token.clone()),
+        limits: control::api::ApiLimits::default(),
     })
     .await
     .with_context(|| format!("starting control node {} in {}", args.id, args.data_dir.display()))?;

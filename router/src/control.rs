@@ -104,6 +104,7 @@ async fn start_here(shared: Arc<Shared>) -> anyhow::Result<Option<ControlPlane>>
                 listen: *listen,
                 advertise: None,
                 token: token.clone(),
+                limits: control::api::ApiLimits::default(),
             })
             .await
             .with_context(|| format!("starting the embedded control node in {}", data_dir.display()))?;
