@@ -38,6 +38,8 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_target(false)
+        // Colour only on a terminal: a log file or journal gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     match Cli::parse().command {
         Command::CheckConfig { config } => {
@@ -47,12 +49,16 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Serve { config } => {
             let config = load(&config)?;
+            raise_open_files_limit(router::server::descriptors_needed(&config));
             router::timer::session_runtime(config.worker_threads)?.block_on(serve(config))
         }
-        Command::Control(args) => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?
-            .block_on(router::admin::run_control(args, shutdown_signal())),
+        Command::Control(args) => {
+            raise_open_files_limit(control::api::ApiLimits::default().max_connections + SPARE_DESCRIPTORS);
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(router::admin::run_control(args, shutdown_signal()))
+        }
         Command::Ctl(args) => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             if let Err(e) = rt.block_on(router::admin::run_ctl(args)) {
@@ -62,6 +68,25 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+use router::server::SPARE_DESCRIPTORS;
+
+/// Raises the soft limit on open files (`ulimit -n`) to the hard limit: every client and every
+/// backend connection is a socket, and a soft limit of 1024, common for services, is below what
+/// the default `server.max_client_connections` and the pools open. Warns when even the hard
+/// limit is below `needed`, since clients past it would fail with "too many open files" instead
+/// of being served or refused with 53300.
+fn raise_open_files_limit(needed: usize) {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < needed as u64 => tracing::warn!(
+            limit,
+            needed,
+            "the open-file limit (ulimit -n, hard) is below what this configuration may open at once; raise it"
+        ),
+        Ok(limit) => tracing::debug!(limit, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
     }
 }
 

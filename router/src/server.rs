@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc, Semaphore};
 
 use crate::cancel::CancelRegistry;
-use crate::config::{BackendTls, Config};
+use crate::config::{BackendTls, Config, ControlConfig};
 use crate::error::{sqlstate, ClientError};
 use crate::metrics::Metrics;
 use crate::pool::Pools;
@@ -52,6 +52,22 @@ pub fn shared(config: Config) -> anyhow::Result<Arc<Shared>> {
         topology: TopologyHandle::new(topology),
         last_login_settings: Default::default(),
     }))
+}
+
+/// File descriptors the process holds besides sockets: listeners, the metrics endpoint, log and
+/// control-store files.
+pub const SPARE_DESCRIPTORS: usize = 64;
+
+/// How many file descriptors `config` may need at once: a socket per client and per backend
+/// connection the pools may open to the shards the config names, the control API's connections
+/// when the control node is embedded, and [`SPARE_DESCRIPTORS`].
+pub fn descriptors_needed(config: &Config) -> usize {
+    let pools = config.shards.len() * config.databases.len().max(1) * config.users.len().max(1);
+    let control = match config.control {
+        ControlConfig::Embedded { .. } => control::api::ApiLimits::default().max_connections,
+        _ => 0,
+    };
+    config.max_client_connections + pools * config.pool.max_size + control + SPARE_DESCRIPTORS
 }
 
 /// Serves clients on `listener` until `stop` completes, then drains.
