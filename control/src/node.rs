@@ -245,6 +245,19 @@ mod tests {
         kept.write_all(b"GET /v1/cluster HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
         let reply = until_closed(&mut kept).await;
         assert!(reply.starts_with("HTTP/1.1 200 "), "{reply}");
+        // A watch stream is a response being written, not a wait for headers: its keep-alive
+        // lines (the first after WATCH_KEEPALIVE, well past the timeout) keep coming.
+        let mut watch = TcpStream::connect(addr).await.unwrap();
+        watch.write_all(b"GET /v1/watch?after=0 HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+        let mut got = Vec::new();
+        let keepalive_chunk = b"\r\n1\r\n\n\r\n";
+        while !got.windows(keepalive_chunk.len()).any(|w| w == keepalive_chunk) {
+            let mut buf = [0u8; 256];
+            let wait = api::WATCH_KEEPALIVE + Duration::from_secs(3);
+            let n = tokio::time::timeout(wait, watch.read(&mut buf)).await.unwrap().unwrap();
+            assert!(n > 0, "the watch stream was closed: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
         node.shutdown().await;
     }
 }
