@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use router::server::SPARE_DESCRIPTORS;
 
 #[derive(Parser)]
 #[command(name = "pg-router", version, about = "A sharding proxy that speaks the PostgreSQL wire protocol")]
@@ -70,8 +71,6 @@ fn main() -> anyhow::Result<()> {
         }
     }
 }
-
-use router::server::SPARE_DESCRIPTORS;
 
 /// Raises the soft limit on open files (`ulimit -n`) to the hard limit: every client and every
 /// backend connection is a socket, and a soft limit of 1024, common for services, is below what
