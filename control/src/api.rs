@@ -19,13 +19,11 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use openraft::error::{CheckIsLeaderError, RaftError};
 use openraft::BasicNode;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinSet;
 
 use crate::catalog::{Catalog, Command, RouterRecord, RoutingDoc, ShardEndpoint};
 use crate::http::{error, json, Body};
@@ -106,90 +104,22 @@ pub struct ClusterInfo {
     pub catalog_version: u64,
 }
 
-/// What one node's API lets its clients hold. The API shares the process (and its file
-/// descriptors) with a router's data path, so a client that opens connections without end, or
-/// opens one and never finishes a request, must not take what the router's own clients need.
-#[derive(Clone, Copy, Debug)]
-pub struct ApiLimits {
-    /// Connections open at once: Raft peers, one watch stream per router that follows this
-    /// node, administrators. Past it a new connection is answered `503` and closed.
-    pub max_connections: usize,
-    /// Time a client has to send a request's headers, counted from the connection's opening or
-    /// from the end of the previous response; past it the connection is closed (an idle
-    /// keep-alive connection too). A watch stream being answered is not affected.
-    pub header_read_timeout: Duration,
-    /// Time a client has to send a request's body once its headers arrived (`408` after it).
-    pub body_read_timeout: Duration,
-}
-
-impl Default for ApiLimits {
-    fn default() -> Self {
-        Self {
-            max_connections: 512,
-            header_read_timeout: Duration::from_secs(30),
-            body_read_timeout: Duration::from_secs(30),
-        }
-    }
-}
+pub use crate::http::ApiLimits;
 
 pub(crate) async fn serve(
     listener: TcpListener,
     state: Arc<State>,
     limits: ApiLimits,
-    mut stop: oneshot::Receiver<()>,
+    stop: oneshot::Receiver<()>,
 ) {
-    let mut conns = JoinSet::new();
-    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
-    loop {
-        tokio::select! {
-            _ = &mut stop => break,
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "control API accept");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let Ok(slot) = slots.clone().try_acquire_owned() else {
-                    tracing::warn!(%peer, max = limits.max_connections, "control API: too many connections; refused");
-                    conns.spawn(refuse_busy(stream));
-                    continue;
-                };
-                let _ = stream.set_nodelay(true);
-                let state = state.clone();
-                conns.spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| {
-                        let state = state.clone();
-                        async move {
-                            Ok::<_, std::convert::Infallible>(route(&state, req, peer, limits.body_read_timeout).await)
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .timer(hyper_util::rt::TokioTimer::new())
-                        .header_read_timeout(limits.header_read_timeout)
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                    drop(slot);
-                });
-            }
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-        }
-    }
-    conns.abort_all();
-}
-
-/// Answers a connection over [`ApiLimits::max_connections`] with `503` and closes it, without
-/// reading its request (nor waiting long for a client that does not read the answer).
-async fn refuse_busy(mut stream: tokio::net::TcpStream) {
-    use tokio::io::AsyncWriteExt;
-    let body = r#"{"error":"too many connections to this control node"}"#;
-    let reply = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(reply.as_bytes())).await;
+    let stop = async move {
+        let _ = stop.await;
+    };
+    crate::http::serve(listener, limits, "control API", stop, move |req, peer| {
+        let state = state.clone();
+        async move { route(&state, req, peer, limits.body_read_timeout).await }
+    })
+    .await;
 }
 
 async fn route(

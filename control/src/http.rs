@@ -1,9 +1,13 @@
-//! HTTP plumbing shared by the API server, the Raft network and the admin client: a response
-//! body that is either whole or a stream, and a keep-alive HTTP/1.1 client for one address.
+//! HTTP plumbing shared by the API server, the Raft network, the admin client and the router's
+//! metrics endpoint: a server loop with connection limits, a response body that is either whole
+//! or a stream, and a keep-alive HTTP/1.1 client for one address.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -14,8 +18,104 @@ use hyper::client::conn::http1::SendRequest;
 pub use hyper::{Method, StatusCode};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
+
+/// What an HTTP server lets its clients hold. Its servers share the process (and its file
+/// descriptors) with a router's data path, so a client that opens connections without end, or
+/// opens one and never finishes a request, must not take what the router's own clients need.
+/// The default is the control API's.
+#[derive(Clone, Copy, Debug)]
+pub struct ApiLimits {
+    /// Connections open at once: Raft peers, one watch stream per router that follows this
+    /// node, administrators. Past it a new connection is answered `503` and closed.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers, counted from the connection's opening or
+    /// from the end of the previous response; past it the connection is closed (an idle
+    /// keep-alive connection too). A streamed response being sent is not affected.
+    pub header_read_timeout: Duration,
+    /// Time a client has to send a request's body once its headers arrived (`408` after it),
+    /// for handlers that read one.
+    pub body_read_timeout: Duration,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 512,
+            header_read_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Serves HTTP/1.1 on `listener` with `handler` until `stop` completes, within `limits`;
+/// `what` names the server in logs and in the refusal past the connection limit. Connections
+/// still open when it stops are closed.
+pub async fn serve<H, F>(
+    listener: TcpListener,
+    limits: ApiLimits,
+    what: &'static str,
+    stop: impl Future<Output = ()>,
+    handler: H,
+) where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    let mut conns = JoinSet::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(error = %e, server = what, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    tracing::warn!(%peer, server = what, max = limits.max_connections, "too many connections; refused");
+                    conns.spawn(refuse_busy(stream, what));
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let handler = handler.clone();
+                conns.spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| {
+                        let reply = handler(req, peer);
+                        async move { Ok::<_, Infallible>(reply.await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .header_read_timeout(limits.header_read_timeout)
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                    drop(slot);
+                });
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    conns.abort_all();
+}
+
+/// Answers a connection over [`ApiLimits::max_connections`] with `503` and closes it, without
+/// reading its request (nor waiting long for a client that does not read the answer).
+async fn refuse_busy(mut stream: TcpStream, what: &str) {
+    use tokio::io::AsyncWriteExt;
+    let body = serde_json::json!({ "error": format!("too many connections to this {what}") }).to_string();
+    let reply = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(reply.as_bytes())).await;
+}
 
 /// What the API server answers with.
 pub enum Body {

@@ -230,7 +230,7 @@ mod tests {
         let mut third = TcpStream::connect(addr).await.unwrap();
         let reply = until_closed(&mut third).await;
         assert!(reply.starts_with("HTTP/1.1 503 "), "{reply}");
-        assert!(reply.ends_with(r#"{"error":"too many connections to this control node"}"#), "{reply}");
+        assert!(reply.ends_with(r#"{"error":"too many connections to this control API"}"#), "{reply}");
         // The stalled ones are let go when their time is up.
         let _ = until_closed(&mut headers).await;
         let reply = until_closed(&mut body).await;

@@ -60,14 +60,18 @@ pub const SPARE_DESCRIPTORS: usize = 64;
 
 /// How many file descriptors `config` may need at once: a socket per client and per backend
 /// connection the pools may open to the shards the config names, the control API's connections
-/// when the control node is embedded, and [`SPARE_DESCRIPTORS`].
+/// when the control node is embedded, the metrics endpoint's, and [`SPARE_DESCRIPTORS`].
 pub fn descriptors_needed(config: &Config) -> usize {
     let pools = config.shards.len() * config.databases.len().max(1) * config.users.len().max(1);
     let control = match config.control {
         ControlConfig::Embedded { .. } => control::api::ApiLimits::default().max_connections,
         _ => 0,
     };
-    config.max_client_connections + pools * config.pool.max_size + control + SPARE_DESCRIPTORS
+    let metrics = match config.metrics_listen {
+        Some(_) => crate::metrics::ENDPOINT_LIMITS.max_connections,
+        None => 0,
+    };
+    config.max_client_connections + pools * config.pool.max_size + control + metrics + SPARE_DESCRIPTORS
 }
 
 /// Serves clients on `listener` until `stop` completes, then drains.

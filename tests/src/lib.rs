@@ -516,7 +516,7 @@ impl Router {
             Err(e) => panic!("bind: {e}"),
         };
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
-        let metrics_port = opts.metrics.then(free_port);
+        let metrics_port = opts.metrics.then(metrics_port);
         let toml = Self::config_toml(&opts, port, metrics_port);
         let config = match router::config::RawConfig::from_toml(&toml).and_then(|r| r.validate()) {
             Ok(c) => c,
@@ -532,7 +532,7 @@ impl Router {
             };
             rt.block_on(async move {
                 if let Some(m) = config.metrics_listen {
-                    install_metrics_once(m);
+                    install_metrics(m);
                 }
                 let shared = match router::server::shared(config) {
                     Ok(s) => s,
@@ -601,8 +601,14 @@ impl Drop for Router {
     }
 }
 
-/// The metrics recorder is process-global: install it once per test binary.
-fn install_metrics_once(addr: std::net::SocketAddr) {
+/// The metrics recorder and its endpoint are process-global: every router of a test process
+/// that asks for metrics gets this one port, and the endpoint is started once.
+fn metrics_port() -> u16 {
+    static PORT: OnceLock<u16> = OnceLock::new();
+    *PORT.get_or_init(free_port)
+}
+
+fn install_metrics(addr: std::net::SocketAddr) {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
         if let Err(e) = router::metrics::install(addr) {
