@@ -28,8 +28,9 @@ use tokio::task::JoinSet;
 /// The default is the control API's.
 #[derive(Clone, Copy, Debug)]
 pub struct ApiLimits {
-    /// Connections open at once: Raft peers, one watch stream per router that follows this
-    /// node, administrators. Past it a new connection is answered `503` and closed.
+    /// Connections open at once (on the control API: Raft peers, one watch stream per router
+    /// that follows the node, administrators). Past it a new connection is answered `503` and
+    /// closed.
     pub max_connections: usize,
     /// Time a client has to send a request's headers, counted from the connection's opening or
     /// from the end of the previous response; past it the connection is closed (an idle
