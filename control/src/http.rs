@@ -138,6 +138,18 @@ impl hyper::body::Body for Body {
             Body::Stream(rx) => rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b)))),
         }
     }
+
+    /// A whole body's length is known, so hyper sends `content-length` rather than chunks.
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            Body::Whole(b) => hyper::body::SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Body::Stream(_) => hyper::body::SizeHint::default(),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self, Body::Whole(None))
+    }
 }
 
 /// A JSON response.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use control::http::{error, ApiLimits, Body, Method, StatusCode};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
 use hyper::{Request, Response};
 use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -93,7 +93,9 @@ fn answer(handle: &PrometheusHandle, req: &Request<Incoming>) -> Response<Body> 
         return error(StatusCode::NOT_FOUND, "not found: metrics are at /metrics");
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return error(StatusCode::METHOD_NOT_ALLOWED, "/metrics answers GET");
+        let mut r = error(StatusCode::METHOD_NOT_ALLOWED, "/metrics answers GET");
+        r.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
     }
     let mut r = Response::new(Body::Whole(Some(handle.render().into())));
     r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));

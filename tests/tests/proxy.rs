@@ -765,6 +765,12 @@ async fn metrics_endpoint_limits_its_connections_and_closes_stalled_ones() {
     assert!(reply.starts_with("HTTP/1.1 200 "), "{reply}");
     assert!(reply.contains("content-type: text/plain; version=0.0.4"), "{reply}");
     assert!(reply.contains("pg_router_client_connections"), "{reply}");
+    assert!(reply.contains("content-length: "), "{reply}");
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"POST /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await.unwrap();
+    let reply = read_until_closed(&mut s, Duration::from_secs(5)).await;
+    assert!(reply.starts_with("HTTP/1.1 405 "), "{reply}");
+    assert!(reply.contains("allow: GET, HEAD"), "{reply}");
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(b"GET /other HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await.unwrap();
     let reply = read_until_closed(&mut s, Duration::from_secs(5)).await;
